@@ -1,0 +1,50 @@
+"""slimkit: make trained neural networks smaller and faster, with measured and verified reports.
+
+The public API is imported lazily, so ``import slimkit`` stays quick and never imports
+onnxruntime, transformers or optuna.
+
+Example:
+    >>> import slimkit
+    >>> model = slimkit.load_model("builtin:resnet18-cifar")
+    >>> model.framework
+    'torch'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "load_model": "slimkit.load",
+    "Model": "slimkit.model",
+    "TensorSpec": "slimkit.model",
+    "Task": "slimkit.model",
+    "Dataset": "slimkit.data",
+    "load_data": "slimkit.data",
+    "export_onnx": "slimkit.export.onnx",
+    "ExportConfig": "slimkit.export.onnx",
+    "benchmark": "slimkit.bench",
+    "BenchConfig": "slimkit.bench",
+    "evaluate": "slimkit.evaluate",
+    "predict": "slimkit.evaluate",
+    "model_stats": "slimkit.analyse.stats",
+    "analyze": "slimkit.analyse.profile",
+    "Report": "slimkit.report",
+    "run_demo": "slimkit.demo",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'slimkit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

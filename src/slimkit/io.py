@@ -1,0 +1,84 @@
+"""Safe file output: checked output paths and atomic writes (temp file in the same folder + rename).
+
+A failure halfway leaves no half-written artefact, and the user's input files are never opened
+for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from slimkit.errors import OutputPathError
+
+
+def check_output_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] = ()) -> Path:
+    """Return ``path`` as a Path after checking that its folder exists and is writable.
+
+    ``inputs`` are the user's input files: writing over one of them is refused.
+    """
+    out = Path(path).expanduser()
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputPathError(
+            f"cannot write '{out}': folder '{folder}' does not exist; create it first "
+            "or choose another output path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write '{out}': folder '{folder}' is not writable")
+    if out.is_dir():
+        raise OutputPathError(f"cannot write '{out}': it is a folder; give a file name")
+    for given in inputs:
+        if given.exists() and out.exists() and out.resolve() == given.resolve():
+            raise OutputPathError(
+                f"refusing to overwrite the input file '{given}'; choose another output path"
+            )
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+        >>> with atomic_path(out) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> out.read_text()
+        'done'
+    """
+    out = check_output_path(path, inputs=inputs)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the final path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def require_file(path: str | os.PathLike[str], what: str) -> Path:
+    """Return ``path`` if it is an existing readable file, else raise a clear error."""
+    from slimkit.errors import InputError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} '{p}' does not exist")
+    if not p.is_file():
+        raise InputError(f"{what} '{p}' is not a file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{what} '{p}' is not readable")
+    return p
