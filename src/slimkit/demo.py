@@ -1,0 +1,92 @@
+"""``slimkit demo``: the whole pipeline that exists, end to end, on the embedded default model.
+
+Today: train (once, cached) the built-in digits CNN, evaluate it, export it to ONNX and verify
+the export, compare both runtimes' accuracy and fidelity, benchmark torch against ONNX Runtime
+side by side, and write ``report.json`` and ``report.md``. Each technique added to slimkit adds
+its stage here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slimkit.errors import OutputPathError
+from slimkit.report import Report
+
+DEMO_MODEL = "builtin:digits-cnn"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``quick`` shortens the benchmark (for tests); the numbers are then only indicative."""
+
+    out: Path = Path("slimkit-demo")
+    seed: int = 0
+    threads: tuple[int, ...] = (1,)
+    batches: tuple[int, ...] = (1, 32)
+    quick: bool = False
+
+
+def run_demo(config: DemoConfig | None = None) -> Report:
+    """Run the demo and write its report into ``config.out``; return the report.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "demo"
+        >>> report = run_demo(DemoConfig(out=out, quick=True))
+        >>> report.sections["accuracy"]["onnxruntime"] >= 0.95
+        True
+    """
+    from slimkit.analyse.stats import model_stats
+    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.data import load_data
+    from slimkit.environment import environment
+    from slimkit.evaluate import accuracy, output_fidelity, predict
+    from slimkit.export.onnx import export_onnx
+    from slimkit.load import load_model
+
+    config = config or DemoConfig()
+    out = _prepare_folder(config.out)
+    model = load_model(DEMO_MODEL, seed=config.seed)
+    test = load_data("builtin:digits:test", model)
+    exported = export_onnx(model, out / "digits-cnn.onnx", sample=test.take(64))
+    torch_logits = predict(model, test, "torch")
+    ort_logits = predict(exported.model, test, "onnxruntime")
+    labels = test.labels if test.labels is not None else torch_logits.argmax(1)
+    bench = benchmark([model], BenchConfig(
+        threads=config.threads, batches=config.batches, seed=config.seed,
+        rounds=2 if config.quick else 7, round_seconds=0.05 if config.quick else 0.4))
+
+    report = Report("slimkit demo: digits CNN, torch vs ONNX Runtime", seed=config.seed,
+                    environment=environment())
+    report.add("model", {**model.describe(), "trained": model.meta})
+    report.add("accuracy", {"torch": accuracy(torch_logits, labels),
+                            "onnxruntime": accuracy(ort_logits, labels),
+                            "test_examples": len(test)})
+    report.add("export", exported.to_dict())
+    report.add("onnx_vs_torch", output_fidelity(torch_logits, ort_logits))
+    report.add("size", {"torch": model_stats(model).to_dict(),
+                        "onnx": model_stats(exported.model).to_dict()})
+    report.add("latency", bench.to_dict()["rows"])
+    report.add("notes", [
+        "Latency rows of one thread/batch setting were measured interleaved in one run; "
+        "compare their speedup column, not milliseconds across machines.",
+        "speedup = p50 of the first row of the same setting / p50 of the row.",
+    ])
+    report.write(out)
+    return report
+
+
+def _prepare_folder(folder: Path) -> Path:
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"output folder '{folder}' exists and is not a folder")
+    parent = folder.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"cannot create '{folder}': folder '{parent}' does not exist")
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create output folder '{folder}': {exc.strerror}") from None
+    return folder

@@ -1,0 +1,62 @@
+"""What the numbers were measured on: CPU, its SIMD flags, library versions, thread counts."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+# the flags that decide which int8 / fp16 kernels can pay off on x86 and Arm
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c",
+              "asimd", "asimddp", "i8mm", "sve")
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model name, core count and SIMD flags (Linux /proc/cpuinfo; platform elsewhere)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    name = value.strip()
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": name, "cores": os.cpu_count(), "arch": platform.machine(),
+            "simd": [f for f in SIMD_FLAGS if f in flags]}
+
+
+def has_int8_dot_product(cpu: dict[str, Any] | None = None) -> bool:
+    """Whether the CPU has int8 dot-product instructions (VNNI, AMX or Arm dotprod)."""
+    simd = set((cpu or cpu_info())["simd"])
+    return bool(simd & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """A JSON-ready description of this machine and the libraries that ran the numbers."""
+    import torch
+
+    from slimkit import __version__
+
+    return {
+        "cpu": cpu_info(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "slimkit": __version__,
+        "torch": torch.__version__,
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime"),
+        "transformers": _version("transformers"),
+        "torch_threads": torch.get_num_threads(),
+    }
