@@ -49,11 +49,10 @@ def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> No
 def print_demo(report: Any, paths: dict[str, Any]) -> None:
     s = report.sections
     acc = s["accuracy"]
-    size = s["size"]
     rows = [
-        {"runtime": rt, "accuracy": acc[rt], "parameters": size[key]["parameters"],
-         "MACs": size[key]["macs"], "size_KB": size[key]["size_bytes"] / 1024}
-        for rt, key in (("torch", "torch"), ("onnxruntime", "onnx"))
+        {"runtime": rt, "accuracy": acc[rt], "parameters": size["parameters"],
+         "MACs": size["macs"], "size_KB": size["size_bytes"] / 1024}
+        for rt, size in zip(("torch", "onnxruntime"), s["size"], strict=True)
     ]
     print_table(f"Digits CNN on {acc['test_examples']} test images", rows)
     fid = s["onnx_vs_torch"]

@@ -38,7 +38,6 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         >>> report.sections["accuracy"]["onnxruntime"] >= 0.95
         True
     """
-    from slimkit.analyse.stats import model_stats
     from slimkit.bench import BenchConfig, benchmark
     from slimkit.data import load_data
     from slimkit.environment import environment
@@ -66,8 +65,8 @@ def run_demo(config: DemoConfig | None = None) -> Report:
                             "test_examples": len(test)})
     report.add("export", exported.to_dict())
     report.add("onnx_vs_torch", output_fidelity(torch_logits, ort_logits))
-    report.add("size", {"torch": model_stats(model).to_dict(),
-                        "onnx": model_stats(exported.model).to_dict()})
+    report.add("size", [_size_row(name, m) for name, m in (("torch", model),
+                                                           ("onnx", exported.model))])
     report.add("latency", bench.to_dict()["rows"])
     report.add("notes", [
         "Latency rows of one thread/batch setting were measured interleaved in one run; "
@@ -76,6 +75,14 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     ])
     report.write(out)
     return report
+
+
+def _size_row(name: str, model: object) -> dict[str, object]:
+    from slimkit.analyse.stats import model_stats
+
+    stats = model_stats(model)  # type: ignore[arg-type]
+    return {"format": name, "parameters": stats.parameters, "macs": stats.macs,
+            "size_bytes": stats.size_bytes, "compressed_bytes": stats.compressed_bytes}
 
 
 def _prepare_folder(folder: Path) -> Path:

@@ -27,8 +27,7 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] 
             f"cannot write '{out}': folder '{folder}' does not exist; create it first "
             "or choose another output path"
         )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"cannot write '{out}': folder '{folder}' is not writable")
+    _probe_writable(out, folder)
     if out.is_dir():
         raise OutputPathError(f"cannot write '{out}': it is a folder; give a file name")
     for given in inputs:
@@ -37,6 +36,18 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] 
                 f"refusing to overwrite the input file '{given}'; choose another output path"
             )
     return out
+
+
+def _probe_writable(out: Path, folder: Path) -> None:
+    """Create and remove a temp file: the only check that holds for root and read-only mounts."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".slimkit-probe-", dir=folder)
+    except OSError as exc:
+        raise OutputPathError(
+            f"cannot write '{out}': folder '{folder}' is not writable ({exc.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(name)
 
 
 @contextlib.contextmanager

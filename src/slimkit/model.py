@@ -103,6 +103,14 @@ class Model:
         """A handle on the exported ONNX file of this model, keeping its specs and tokenizer."""
         return replace(self, module=None, onnx_path=Path(path), source=source or str(path))
 
+    def with_input_shape(self, shape: tuple[int, ...]) -> Model:
+        """This model with its single input declared as ``shape`` (batch axis kept dynamic)."""
+        if len(self.inputs) != 1:
+            raise InputError(f"--input-shape applies to models with one input; "
+                             f"'{self.name}' has {list(self.input_names)}")
+        spec = self.inputs[0]
+        return replace(self, inputs=(replace(spec, shape=(spec.shape[0], *shape[1:])),))
+
     def torch_args(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
         """The positional tensors for ``module(*args)``, in input order, from named arrays."""
         import torch

@@ -30,7 +30,9 @@ class ExportConfig:
     opset: int = 17
     atol: float = 1e-4
     rtol: float = 1e-3
-    verify_examples: int = 3
+    verify_examples: int = 64  # at most this many examples of the given sample data
+    synthetic_examples: int = 3  # batch size of synthetic verification inputs (not the
+    # traced batch of 2, so a batch axis fixed by mistake is caught)
     verify_sequence: int = 24
 
     def __post_init__(self) -> None:
@@ -86,7 +88,7 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
     with atomic_path(path) as tmp:
         _torch_export(model, module, tmp, config)
         check = sample if sample is not None else synthetic(
-            model.inputs, config.verify_examples, seed=1, dynamic=config.verify_sequence)
+            model.inputs, config.synthetic_examples, seed=1, dynamic=config.verify_sequence)
         diff, shapes = verify_against_torch(model, tmp, check.take(config.verify_examples),
                                             config)
     final = Path(path)
@@ -96,7 +98,11 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
 
 def _torch_export(model: Model, module: torch.nn.Module, target: Path,
                   config: ExportConfig) -> None:
+    from slimkit.runtime import open_session
+
     dummy = synthetic(model.inputs, 2, seed=0, dynamic=16).first_batch(2)
+    with open_session(model, "torch") as session:
+        session.run(dummy)  # inputs that do not fit fail here with a clear DataError
     args = model.torch_args(dummy)
     dynamic_axes: dict[str, dict[int, str]] = {
         spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}

@@ -28,7 +28,8 @@ def load_model(
             resnet18-cifar, mobilenetv2, minilm). A ``Model`` is returned as it is.
         weights: ``.safetensors`` or ``.pt``/``.pth`` weights for a factory spec.
         input_shape: the full input shape (``"1x3x32x32"``) of a factory model when it
-            cannot be inferred; the batch axis becomes dynamic.
+            cannot be inferred (the batch axis becomes dynamic); for other models it
+            replaces the declared shape of their single input (e.g. another image size).
         seed: seeds random init and the training of built-in digits models.
 
     Example:
@@ -38,6 +39,17 @@ def load_model(
     """
     if isinstance(spec, Model):
         return spec
+    model = _load(spec, weights, input_shape, seed)
+    if input_shape is not None and not _is_factory(spec):
+        from slimkit.load.factory import parse_shape
+
+        shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
+        model = model.with_input_shape(shape)
+    return model
+
+
+def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | None,
+          seed: int) -> Model:
     if weights and not _is_factory(spec):
         raise ModelLoadError("weights are only taken with a package.module:factory spec")
     if spec.startswith("builtin:"):
