@@ -6,15 +6,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Trained zoo weights go to a per-run cache, never the user's."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SLIMKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def digits_cnn():
     from slimkit import load_model

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from tests.conftest import digest
 
 from slimkit import load_model
 from slimkit.errors import MissingDependencyError, ModelLoadError
 from slimkit.model import Task
 from slimkit.testing import tiny_mlp
-from tests.conftest import digest
 
 
 @pytest.mark.parametrize("name,shape,classes", [
@@ -35,7 +35,8 @@ def test_digits_cnn_is_trained_and_cached(digits_cnn):
     assert digits_cnn.meta["test_accuracy"] >= 0.95
     assert digits_cnn.task == Task.CLASSIFICATION
     again = load_model("builtin:digits-cnn")  # from the cache, same weights
-    for a, b in zip(digits_cnn.module.state_dict().values(), again.module.state_dict().values()):
+    for a, b in zip(digits_cnn.module.state_dict().values(),
+                    again.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -4,6 +4,7 @@ the speed ratios hold on a shared, noisy machine even when absolute times drift.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -132,7 +133,7 @@ def _measure_setting(cases: list[tuple[Model, Session]], config: BenchConfig,
               .first_batch(batch) for m, _ in cases]
     iters, memory = [], []
     for (_, session), x in zip(cases, inputs, strict=True):
-        memory.append(measure_peak_rss_mb(lambda s=session, x=x: _warm(s, x, config.warmup)))
+        memory.append(measure_peak_rss_mb(functools.partial(_warm, session, x, config.warmup)))
         iters.append(_calibrate(session, x, config))
     timings: list[list[float]] = [[] for _ in cases]
     for r in range(config.rounds):

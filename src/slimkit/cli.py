@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from slimkit.errors import InputError, SlimkitError
+from slimkit.errors import SlimkitError
+from slimkit.model import Model
 
 EPILOG = """models: an .onnx file, a Hugging Face folder (config.json + safetensors),
 package.module:factory or file.py:factory (with --weights), or builtin:NAME
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, spec: str) -> object:
+def _load(args: argparse.Namespace, spec: str) -> Model:
     from slimkit.load import load_model
 
     return load_model(spec, weights=args.weights, input_shape=args.input_shape)
@@ -105,7 +106,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol)
     model = _load(args, args.model)
     sample = load_data(args.data, model) if args.data else None
-    result = export_onnx(model, args.output, config, sample)  # type: ignore[arg-type]
+    result = export_onnx(model, args.output, config, sample)
     console.print(f"wrote {result.path} (opset {result.opset}); verified in ONNX Runtime on "
                   f"{result.verified_shapes}: max abs diff {result.max_abs_diff:.3g} "
                   f"<= atol {result.atol:g}")
@@ -121,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     config = BenchConfig(runtimes=args.runtime, threads=args.threads, batches=args.batch,
                          sequence=args.sequence, rounds=args.rounds, provider=args.provider)
     models = [_load(args, spec) for spec in args.models]
-    result = benchmark(models, config).to_dict()  # type: ignore[arg-type]
+    result = benchmark(models, config).to_dict()
     if args.output:
         write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
     if args.json:
@@ -135,7 +136,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     from slimkit.console import print_analysis
 
     model = _load(args, args.model)
-    data = analyze(model, args.batch, args.sequence, args.threads).to_dict()  # type: ignore[arg-type]
+    data = analyze(model, args.batch, args.sequence, args.threads).to_dict()
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -79,7 +79,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def embedding_fidelity(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> dict[str, float]:
+def embedding_fidelity(reference: np.ndarray, candidate: np.ndarray,
+                       k: int = 5) -> dict[str, float]:
     """Cosine of paired embeddings (mean, min) and the overlap of each example's top-k nearest
     neighbours (cosine, itself excluded) under the two models."""
     if reference.shape != candidate.shape:

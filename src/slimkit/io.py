@@ -51,7 +51,8 @@ def _probe_writable(out: Path, folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *,
+                inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Example:
@@ -63,7 +64,8 @@ def atomic_path(path: str | os.PathLike[str], *, inputs: tuple[Path, ...] = ()) 
         'done'
     """
     out = check_output_path(path, inputs=inputs)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}",
+                                    dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -64,8 +64,8 @@ def profile_ops(model: Model, batch: int, sequence: int, threads: int,
     """Share of ONNX Runtime kernel time per op type, and kernel milliseconds per run."""
     from slimkit._deps import require
     from slimkit.export.onnx import export_onnx
-    from slimkit.runtime.onnxrt import session_options
     from slimkit.runtime.base import RuntimeOptions
+    from slimkit.runtime.onnxrt import session_options
 
     ort = require("onnxruntime", "profiling")
     sample = synthetic(model.inputs, batch, seed=0, dynamic=sequence).first_batch(batch)

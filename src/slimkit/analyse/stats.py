@@ -65,7 +65,7 @@ def model_stats(model: Model, batch: int = 1, sequence: int = 128,
         >>> from slimkit import load_model
         >>> s = model_stats(load_model("builtin:resnet18"))
         >>> round(s.macs / 1e9, 2), s.parameters
-        (1.82, 11689512)
+        (1.81, 11689512)
     """
     from slimkit.data import synthetic
 

@@ -80,7 +80,8 @@ class ResNet18(nn.Module):
         layers, cin = [], 64
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width, 1)))
+            layers.append(
+                nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width, 1)))
             cin = width
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)

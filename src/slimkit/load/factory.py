@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def load_factory(spec: str, weights: str | None, input_shape: tuple[int, ...] | 
                  task=Task.OTHER, meta={"weights": weights})
 
 
-def _resolve(spec: str) -> object:
+def _resolve(spec: str) -> Callable[[], object]:
     match = FACTORY_RE.match(spec)
     if not match:
         raise ModelLoadError(f"'{spec}' is not a factory spec (package.module:function)")
@@ -61,7 +62,7 @@ def _resolve(spec: str) -> object:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelLoadError(f"'{target}' has no callable named '{attr}' (from '{spec}')")
-    return factory
+    return factory  # type: ignore[no-any-return]
 
 
 def _import_file(path: Path) -> object:

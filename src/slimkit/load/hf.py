@@ -87,7 +87,8 @@ def load_hf_folder(path: str | Path, name: str | None = None) -> Model:
 
 
 def _tokenizer(transformers: Any, folder: Path, common: dict[str, Any]) -> Any:
-    if not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+    files = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    if not any((folder / f).exists() for f in files):
         return None
     return transformers.AutoTokenizer.from_pretrained(folder, **common)
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from slimkit.load import architectures as arch
@@ -95,7 +94,10 @@ def _trained_digits(name: str, module: torch.nn.Module, seed: int) -> dict[str, 
 
 def train_digits(module: torch.nn.Module, *, seed: int = 0, epochs: int = 30,
                  batch_size: int = 64) -> dict[str, object]:
-    """Train ``module`` on the digits train split (Adam, cosine schedule); return val/test accuracy."""
+    """Train ``module`` on the digits train split (Adam, cosine schedule).
+
+    Returns the val/test accuracy and the settings.
+    """
     from slimkit.data.digits import digits_splits
     from slimkit.progress import progress
 

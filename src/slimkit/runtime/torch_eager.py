@@ -29,7 +29,8 @@ class TorchSession:
         except (RuntimeError, ValueError, IndexError) as exc:
             shapes = {k: tuple(v.shape) for k, v in inputs.items()}
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise DataError(f"inputs {shapes} do not fit model '{self.model.name}': {first}") from None
+            raise DataError(
+                f"inputs {shapes} do not fit model '{self.model.name}': {first}") from None
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.detach().numpy() for o in outs]
 

