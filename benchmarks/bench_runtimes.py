@@ -178,6 +178,21 @@ def markdown(lines: list[dict[str, Any]], sequence: int) -> str:
     return "\n".join(out)
 
 
+def cpu_detail() -> dict[str, str]:
+    """CPU family/model/stepping and clock: "AMD EPYC" alone does not tell Zen1 from Zen3."""
+    keys = {"cpu family", "model", "stepping", "cpu MHz", "cache size"}
+    detail: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in keys and key.strip() not in detail:
+                    detail[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return detail
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     from slimkit.io import atomic_path
 
@@ -196,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    load_before, overall = os.getloadavg(), CpuMeter()
+    load_before, overall, waited = os.getloadavg(), CpuMeter(), 0.0
     per_model: dict[str, dict[str, Any]] = {}
     for name in args.models:
         print(f"[{time.perf_counter() - started:6.1f}s] {name} ...", file=sys.stderr, flush=True)
         for attempt in range(args.retries + 1):
             if args.wait_idle > 0:
+                before = time.perf_counter()
                 wait_until_idle(args.wait_idle)
+                waited += time.perf_counter() - before
             per_model[name] = bench_model(name, timing, args.sequence)
             per_model[name]["attempt"] = attempt + 1
             if per_model[name]["contention"]["foreign_cores"] <= BUSY_CORES:
@@ -216,16 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "timing": asdict(timing),
         "sequence": args.sequence,
-        "environment": environment(),
+        "environment": {**environment(), "cpu_detail": cpu_detail()},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "contention": overall.cores(),
         "total_seconds": round(time.perf_counter() - started, 1),
+        "waited_for_idle_seconds": round(waited, 1),
         "summary": lines,
         "models": per_model,
     }
     write_json(output, payload)
     print(markdown(lines, args.sequence))
-    print(f"\nwrote {output} in {payload['total_seconds']} s", file=sys.stderr)
+    print(f"\nwrote {output} in {payload['total_seconds']} s "
+          f"({payload['waited_for_idle_seconds']} s waiting for an idle machine)", file=sys.stderr)
     return 0
 
 

@@ -64,6 +64,24 @@ def test_export_and_bench_and_analyze(capsys, tmp_path):
     assert code == 0 and json.loads(out)["macs"] == 8 * 16 + 16 * 4
 
 
+def test_evaluate_with_reference_and_user_metric(capsys, tmp_path, monkeypatch):
+    (tmp_path / "my_metric.py").write_text(
+        "def mean_max(outputs, labels):\n    return float(outputs.max(axis=1).mean())\n"
+        "def broken(outputs, labels):\n    raise ValueError('nope')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    onnx_out = tmp_path / "d.onnx"
+    assert run_cli(capsys, "export", "builtin:digits-cnn", "-o", str(onnx_out))[0] == 0
+    code, out, _ = run_cli(capsys, "evaluate", str(onnx_out), "--data", "builtin:digits:test",
+                           "--reference", "builtin:digits-cnn", "--metric",
+                           "my_metric:mean_max", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["runtime"] == "onnxruntime" and result["accuracy"] >= 0.95
+    assert result["fidelity"]["top1_agreement"] == 1.0 and "user_metric" in result
+    code, _, err = run_cli(capsys, "evaluate", str(onnx_out), "--data", "builtin:digits:test",
+                           "--metric", "my_metric:broken")
+    assert_clean_failure(code, err, "user metric 'broken' failed", 2)
+
+
 def test_bench_table_and_zoo(capsys):
     code, out, _ = run_cli(capsys, "bench", "slimkit.testing:tiny_mlp", "--rounds", "1",
                            "--threads", "1,2")

@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    p = sub.add_parser("evaluate", help="task metrics and fidelity to a reference model")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="data spec (see 'slimkit --help')")
+    p.add_argument("--reference", help="reference model to compare outputs with")
+    p.add_argument("--metric", help="user metric package.module:function(outputs, labels)")
+    p.add_argument("--runtime", default=None,
+                   help="torch or onnxruntime (default: torch for torch models)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     sub.add_parser("zoo", help="list the built-in models")
     return parser
 
@@ -143,6 +152,24 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         print_analysis(data)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from slimkit.console import print_mapping
+    from slimkit.data import load_data
+    from slimkit.evaluate import evaluate, load_user_metric
+    from slimkit.load import load_model
+
+    model = _load(args, args.model)
+    reference = load_model(args.reference) if args.reference else None
+    metric = load_user_metric(args.metric) if args.metric else None
+    runtime = args.runtime or ("torch" if model.module is not None else "onnxruntime")
+    result = evaluate(model, load_data(args.data, model), reference, runtime=runtime,
+                      metric=metric)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_mapping(f"{model.name} on {args.data} ({runtime})", result)
+
+
 def cmd_zoo(args: argparse.Namespace) -> None:
     from slimkit.console import print_table
     from slimkit.load.zoo import ZOO
@@ -156,7 +183,7 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "demo": cmd_demo, "export": cmd_export, "bench": cmd_bench, "analyze": cmd_analyze,
-    "zoo": cmd_zoo,
+    "evaluate": cmd_evaluate, "zoo": cmd_zoo,
 }
 
 

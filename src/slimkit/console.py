@@ -22,8 +22,8 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | Non
     columns = columns or list(dict.fromkeys(k for row in rows for k in row))
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "runtime", "type",
-                                                              "name", "op") else "right")
+        left = column in ("model", "runtime", "type", "name", "op", "key", "value", "format")
+        table.add_column(column, justify="left" if left else "right")
     for row in rows:
         table.add_row(*(fmt(row.get(c, "")) for c in columns))
     console.print(table)

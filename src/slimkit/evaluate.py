@@ -122,7 +122,12 @@ def task_metrics(model: Model, outputs: np.ndarray, labels: np.ndarray | None,
     if labels is not None and outputs.ndim == 2 and model.task != Task.EMBEDDING:
         result["accuracy"] = accuracy(outputs, labels)
     if metric is not None:
-        result["user_metric"] = float(metric(outputs, labels))
+        try:
+            result["user_metric"] = float(metric(outputs, labels))
+        except Exception as exc:  # the user's code: report its failure, not our traceback
+            name = getattr(metric, "__name__", "metric")
+            raise InputError(f"user metric '{name}' failed on outputs {outputs.shape}: "
+                             f"{type(exc).__name__}: {exc}") from None
     return result
 
 
@@ -142,6 +147,9 @@ def evaluate(model: Model, data: Dataset, reference: Model | None = None, *,
     if reference is not None:
         ref_out = predict(reference, data, "torch" if reference.module is not None
                           else "onnxruntime")
+        if ref_out.shape != outputs.shape:
+            raise DataError(f"'{model.name}' gives outputs of shape {outputs.shape}, reference "
+                            f"'{reference.name}' {ref_out.shape}: they cannot be compared")
         result["fidelity"] = output_fidelity(ref_out, outputs)
         if model.task == Task.EMBEDDING:
             result["embedding_fidelity"] = embedding_fidelity(ref_out, outputs)

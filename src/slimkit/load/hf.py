@@ -4,7 +4,9 @@ with ``trust_remote_code``; and the all-MiniLM-L6-v2 copy shipped by ``gt-all-mi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,25 @@ def load_hf_folder(path: str | Path, name: str | None = None) -> Model:
             f"'{folder}' has no .safetensors weights; slimkit does not unpickle .bin files "
             "(convert them with transformers' save_pretrained(safe_serialization=True))"
         )
+    with _quiet_transformers(transformers):
+        return _load_folder(transformers, folder, name)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers: Any) -> Iterator[None]:
+    """transformers prints a progress bar per load; slimkit has its own progress, so hide it
+    for the load and restore the user's setting afterwards."""
+    logging = transformers.utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+def _load_folder(transformers: Any, folder: Path, name: str | None) -> Model:
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     try:
         config = transformers.AutoConfig.from_pretrained(folder, **common)
