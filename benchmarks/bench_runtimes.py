@@ -5,13 +5,16 @@ torch and ONNX Runtime on the same model, interleaved in the same process, at 1 
 Compare ratios inside a model, not milliseconds across models or machines.
 
 Usage:
-    python benchmarks/bench_runtimes.py            # full run (~5 min on 2 cores)
+    python benchmarks/bench_runtimes.py            # full run (~4-5 min on 2 idle cores)
+    python benchmarks/bench_runtimes.py --wait-idle 600 --retries 2   # on a shared machine
     python benchmarks/bench_runtimes.py --quick    # smoke run (indicative numbers only)
     python benchmarks/bench_runtimes.py --models resnet18,minilm
 
 The JSON result (machine, date, command, every row) is written atomically to
 ``benchmarks/results/runtimes.json`` (``runtimes-quick.json`` with ``--quick``); the summary
-table is printed as Markdown, ready for ``benchmarks/RESULTS.md``.
+table is printed as Markdown, ready for ``benchmarks/RESULTS.md``. The CPU time other
+processes took while each model was measured is recorded too: on a 2-core machine a busy
+neighbour makes torch's 2-thread numbers collapse (4-100x slower), so check ``contention``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,12 @@ def wait_until_idle(max_seconds: float, threshold: float = BUSY_CORES) -> float:
         print(f"  other processes use {busy:.2f} cores; waiting ({waited:.0f}s)",
               file=sys.stderr, flush=True)
         time.sleep(4.0)
+
+
+def _timed_wait(max_seconds: float) -> float:
+    start = time.perf_counter()
+    wait_until_idle(max_seconds)
+    return time.perf_counter() - start
 
 
 FULL = Timing(rounds=9, round_seconds=1.0, warmup=5)
@@ -193,6 +202,30 @@ def cpu_detail() -> dict[str, str]:
     return detail
 
 
+def gemm_gflops(size: int = 2048, runs: int = 5) -> dict[str, float]:
+    """fp32 torch.mm speed at each thread count: the ceiling ANCHORS.md quotes (74 / 155
+    GFLOP/s on its Zen3), to tell how this machine compares before reading milliseconds."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    before, out = torch.get_num_threads(), {}
+    try:
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            a @ b
+            best = min(_seconds(lambda: a @ b) for _ in range(runs))
+            out[f"{threads}_thread"] = round(2 * size**3 / best / 1e9, 1)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def _seconds(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     from slimkit.io import atomic_path
 
@@ -212,14 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load_before, overall, waited = os.getloadavg(), CpuMeter(), 0.0
+    if args.wait_idle > 0:
+        waited += _timed_wait(args.wait_idle)
+    gemm = gemm_gflops()
     per_model: dict[str, dict[str, Any]] = {}
     for name in args.models:
         print(f"[{time.perf_counter() - started:6.1f}s] {name} ...", file=sys.stderr, flush=True)
         for attempt in range(args.retries + 1):
             if args.wait_idle > 0:
-                before = time.perf_counter()
-                wait_until_idle(args.wait_idle)
-                waited += time.perf_counter() - before
+                waited += _timed_wait(args.wait_idle)
             per_model[name] = bench_model(name, timing, args.sequence)
             per_model[name]["attempt"] = attempt + 1
             if per_model[name]["contention"]["foreign_cores"] <= BUSY_CORES:
@@ -233,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "timing": asdict(timing),
         "sequence": args.sequence,
-        "environment": {**environment(), "cpu_detail": cpu_detail()},
+        "environment": {**environment(), "cpu_detail": cpu_detail(),
+                        "gemm_fp32_gflops": gemm},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "contention": overall.cores(),
         "total_seconds": round(time.perf_counter() - started, 1),

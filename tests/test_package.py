@@ -52,6 +52,7 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o644 == 0o644  # readable like any file, not mkstemp's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 

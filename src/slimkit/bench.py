@@ -5,9 +5,12 @@ the speed ratios hold on a shared, noisy machine even when absolute times drift.
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,6 +19,9 @@ from slimkit.errors import InputError
 from slimkit.model import Model
 from slimkit.progress import progress
 from slimkit.runtime import RuntimeOptions, Session, create_session
+
+T = TypeVar("T")
+BUSY_CORES = 0.25  # other processes' CPU above which a timing is flagged
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class BenchRow:
     p99_ms: float
     mean_ms: float
     throughput: float  # examples per second at the median latency
-    peak_memory_mb: float
+    peak_memory_mb: float  # RSS rise while the session was created and warmed up
     runs: int
+    other_cpu_cores: float = 0.0  # CPU used by other processes while this case ran
     speedup: float = 1.0  # p50 of this setting's first case / p50 of this case
 
 
@@ -67,16 +74,21 @@ class BenchResult:
     rows: list[BenchRow]
     config: BenchConfig
     skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
-                "config": asdict(self.config)}
+                "warnings": self.warnings, "config": asdict(self.config)}
 
 
 def benchmark(models: list[Model], config: BenchConfig | None = None) -> BenchResult:
     """Measure every model on every runtime, thread count and batch size of ``config``.
 
+    A torch model is exported (and verified) to ONNX once per call for the ONNX Runtime cases.
     A case a runtime cannot run (an ONNX file on the torch runtime) is skipped and listed.
+    ``other_cpu_cores`` in each row is the CPU other processes used while that setting was
+    measured: above ``BUSY_CORES`` the result carries a warning (a busy machine distorts
+    multi-thread timings most).
 
     Example:
         >>> from slimkit import load_model
@@ -91,61 +103,97 @@ def benchmark(models: list[Model], config: BenchConfig | None = None) -> BenchRe
     rows: list[BenchRow] = []
     skipped: list[dict[str, str]] = []
     settings = [(t, b) for t in config.threads for b in config.batches]
-    for threads, batch in progress(settings, "benchmarking", len(settings)):
-        cases = _open_cases(models, config, threads, skipped)
-        try:
-            rows += _measure_setting(cases, config, threads, batch)
-        finally:
-            for _, session in cases:
-                session.close()
-    return BenchResult(rows, config, _unique(skipped))
+    with tempfile.TemporaryDirectory(prefix="slimkit-bench-") as tmp:
+        targets = _targets(models, config, Path(tmp), skipped)
+        for threads, batch in progress(settings, "benchmarking", len(settings)):
+            rows += _measure_setting(targets, config, threads, batch)
+    warnings = [f"other processes used {row.other_cpu_cores:.2f} cores while "
+                f"{row.model}/{row.runtime} was measured; timings may be distorted"
+                for row in rows if row.other_cpu_cores > BUSY_CORES]
+    return BenchResult(rows, config, skipped, warnings)
 
 
-def _unique(items: list[dict[str, str]]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    for item in items:
-        if item not in out:
-            out.append(item)
-    return out
+def _targets(models: list[Model], config: BenchConfig, tmp: Path,
+             skipped: list[dict[str, str]]) -> list[tuple[Model, str, Model]]:
+    """(model as given, runtime, model the runtime opens): ONNX exports made once here."""
+    from slimkit.export.onnx import export_onnx
 
-
-def _open_cases(models: list[Model], config: BenchConfig, threads: int,
-                skipped: list[dict[str, str]]) -> list[tuple[Model, Session]]:
-    cases = []
-    for model in models:
+    targets = []
+    for i, model in enumerate(models):
+        exported: Model | None = None
         for runtime in config.runtimes:
             if runtime == "torch" and model.module is None:
                 skipped.append({"model": model.name, "runtime": runtime,
                                 "reason": "an ONNX file has no torch module to run"})
                 continue
-            options = RuntimeOptions(threads=threads, provider=config.provider)
-            cases.append((model, create_session(model, runtime, options)))
-    if not cases:
+            if runtime != "torch" and model.module is not None:
+                exported = exported or export_onnx(model, tmp / f"{i}-{model.name}.onnx").model
+                targets.append((model, runtime, exported))
+            else:
+                targets.append((model, runtime, model))
+    if not targets:
         raise InputError("no (model, runtime) case can run; add --runtime onnxruntime")
-    return cases
+    return targets
 
 
-def _measure_setting(cases: list[tuple[Model, Session]], config: BenchConfig,
+def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfig,
                      threads: int, batch: int) -> list[BenchRow]:
-    from slimkit.analyse.stats import measure_peak_rss_mb
+    from slimkit.analyse.stats import run_measuring_rss
 
-    inputs = [synthetic(m.inputs, batch, seed=config.seed, dynamic=config.sequence)
-              .first_batch(batch) for m, _ in cases]
-    iters, memory = [], []
-    for (_, session), x in zip(cases, inputs, strict=True):
-        memory.append(measure_peak_rss_mb(functools.partial(_warm, session, x, config.warmup)))
-        iters.append(_calibrate(session, x, config))
-    timings: list[list[float]] = [[] for _ in cases]
-    for r in range(config.rounds):
-        order = list(range(len(cases)))
-        order = order[r % len(order):] + order[:r % len(order)]  # rotate who goes first
-        for i in order:
-            timings[i] += _timed_runs(cases[i][1], inputs[i], iters[i])
-    rows = [_row(m, s, threads, batch, t, mem)
-            for (m, s), t, mem in zip(cases, timings, memory, strict=True)]
+    options = RuntimeOptions(threads=threads, provider=config.provider)
+    sessions: list[Session] = []
+    try:
+        memory, iters, inputs = [], [], []
+        for model, runtime, opened in targets:
+            x = synthetic(model.inputs, batch, seed=config.seed,
+                          dynamic=config.sequence).first_batch(batch)
+            session, mb = run_measuring_rss(
+                functools.partial(_open_and_warm, opened, runtime, options, x, config.warmup))
+            sessions.append(session)
+            memory.append(mb)
+            inputs.append(x)
+            iters.append(_calibrate(session, x, config))
+        timings: list[list[float]] = [[] for _ in targets]
+        others: list[float] = [0.0 for _ in targets]
+        for r in range(config.rounds):
+            order = list(range(len(targets)))
+            order = order[r % len(order):] + order[:r % len(order)]  # rotate who goes first
+            for i in order:
+                runs, busy = _with_cpu_of_others(
+                    functools.partial(_timed_runs, sessions[i], inputs[i], iters[i]))
+                timings[i] += runs
+                others[i] = max(others[i], busy)
+    finally:
+        for session in sessions:
+            session.close()
+    rows = [_row(model, runtime, threads, batch, t, mem, other)
+            for (model, runtime, _), t, mem, other in zip(targets, timings, memory, others,
+                                                          strict=True)]
     for row in rows:
         row.speedup = rows[0].p50_ms / row.p50_ms if row.p50_ms else float("nan")
     return rows
+
+
+def _open_and_warm(model: Model, runtime: str, options: RuntimeOptions,
+                   x: dict[str, np.ndarray], warmup: int) -> Session:
+    session = create_session(model, runtime, options)
+    _warm(session, x, warmup)
+    return session
+
+
+def _with_cpu_of_others(fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()`` and the CPU cores other processes used meanwhile (system busy time minus this
+    process's CPU time, over the wall time)."""
+    import psutil
+
+    me = psutil.Process()
+    sys0, own0, wall0 = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
+    result = fn()
+    sys1, own1, wall = psutil.cpu_times(), me.cpu_times(), time.perf_counter() - wall0
+    busy = (sys1.user + sys1.system + getattr(sys1, "steal", 0.0)) - \
+        (sys0.user + sys0.system + getattr(sys0, "steal", 0.0))
+    own = (own1.user + own1.system) - (own0.user + own0.system)
+    return result, max(busy - own, 0.0) / max(wall, 1e-9)
 
 
 def _warm(session: Session, x: dict[str, np.ndarray], n: int) -> None:
@@ -169,9 +217,9 @@ def _timed_runs(session: Session, x: dict[str, np.ndarray], n: int) -> list[floa
     return out
 
 
-def _row(model: Model, session: Session, threads: int, batch: int, times: list[float],
-         memory: float) -> BenchRow:
+def _row(model: Model, runtime: str, threads: int, batch: int, times: list[float],
+         memory: float, other_cores: float) -> BenchRow:
     ms = np.asarray(times) * 1e3
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-    return BenchRow(model.name, session.runtime, threads, batch, p50, p90, p99,
-                    float(ms.mean()), batch * 1e3 / p50, round(memory, 2), len(times))
+    return BenchRow(model.name, runtime, threads, batch, p50, p90, p99, float(ms.mean()),
+                    batch * 1e3 / p50, round(memory, 2), len(times), round(other_cores, 3))

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_csv(int), default=(1,), help="e.g. 1,8 (default 1)")
     p.add_argument("--sequence", type=int, default=128, help="tokens per text input")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
+    p.add_argument("--round-seconds", type=float, default=0.3,
+                   help="about how long each case runs per round (default 0.3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per case (default 3)")
     p.add_argument("--provider", default="cpu", help="ONNX Runtime execution provider")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("-o", "--output", help="also write the JSON result to this file")
@@ -129,7 +132,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.output:
         check_output_path(args.output)
     config = BenchConfig(runtimes=args.runtime, threads=args.threads, batches=args.batch,
-                         sequence=args.sequence, rounds=args.rounds, provider=args.provider)
+                         sequence=args.sequence, rounds=args.rounds,
+                         round_seconds=args.round_seconds, warmup=args.warmup,
+                         provider=args.provider)
     models = [_load(args, spec) for spec in args.models]
     result = benchmark(models, config).to_dict()
     if args.output:
@@ -137,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print_bench(result["rows"], result["skipped"])
+        print_bench(result["rows"], result["skipped"], result["warnings"])
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
@@ -35,14 +36,18 @@ def print_mapping(title: str, mapping: dict[str, Any]) -> None:
 
 BENCH_COLUMNS = ["model", "runtime", "threads", "batch", "p50_ms", "p90_ms", "p99_ms",
                  "throughput", "peak_memory_mb", "speedup"]
-# (examples/s for throughput; peak_memory_mb is the resident-memory rise while warming up)
+# (examples/s for throughput; peak_memory_mb: resident-memory rise while the session was created
+# and warmed up)
 
 
-def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:
+def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
+                warnings: Sequence[str] = ()) -> None:
     print_table("Latency (ms; speedup vs the first row of each thread/batch setting)", rows,
                 BENCH_COLUMNS)
     for item in skipped:
         console.print(f"skipped {item['model']} on {item['runtime']}: {item['reason']}")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def print_demo(report: Any, paths: dict[str, Any]) -> None:

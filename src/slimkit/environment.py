@@ -15,6 +15,7 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "
 def cpu_info() -> dict[str, Any]:
     """CPU model name, core count and SIMD flags (Linux /proc/cpuinfo; platform elsewhere)."""
     name, flags = platform.processor() or platform.machine(), set()
+    ident: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -24,9 +25,15 @@ def cpu_info() -> dict[str, Any]:
                     name = value.strip()
                 elif key in ("flags", "Features"):
                     flags = set(value.split())
+                elif key in ("cpu family", "model", "stepping", "cpu MHz") and key not in ident:
+                    ident[key] = value.strip()  # "AMD EPYC" alone cannot tell Zen 1 from Zen 3
+                if not line.strip() and flags:
+                    break  # the first processor tells all
     except OSError:
         pass
     return {"model": name, "cores": os.cpu_count(), "arch": platform.machine(),
+            "family": ident.get("cpu family"), "model_number": ident.get("model"),
+            "stepping": ident.get("stepping"), "mhz": ident.get("cpu MHz"),
             "simd": [f for f in SIMD_FLAGS if f in flags]}
 
 

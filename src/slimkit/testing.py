@@ -74,3 +74,21 @@ def assert_close_to_reference(actual: np.ndarray, expected: np.ndarray, *,
         got = sqnr_db(expected, actual)
         if got < min_sqnr_db:
             raise AssertionError(f"SQNR {got:.2f} dB < required {min_sqnr_db:.2f} dB")
+
+
+def with_activation_outliers(model: Model, channel: int = 0, factor: float = 1000.0) -> Model:
+    """The same function with one huge hidden channel: the first Linear's output channel
+    ``channel`` is scaled by ``factor`` and the next Linear's input column by 1/factor (exact
+    through ReLU). Per-tensor int8 activations then lose the other channels: a model on which
+    plain int8 fails an accuracy budget, for testing accuracy-aware quantization."""
+    import copy
+
+    module = copy.deepcopy(model.require_module("outlier injection"))
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    first, second = linears[0], linears[1]
+    with torch.no_grad():
+        first.weight[channel] *= factor
+        first.bias[channel] *= factor
+        second.weight[:, channel] /= factor
+    return Model(name=f"{model.name}-outliers", source=model.source, module=module,
+                 inputs=model.inputs, output_names=model.output_names, task=model.task)

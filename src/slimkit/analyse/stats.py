@@ -8,11 +8,13 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from slimkit.model import Model
+
+T = TypeVar("T")
 
 # ONNX ops whose MACs are counted (the dense compute; element-wise ops are memory-bound)
 MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "MatMulInteger", "QLinearConv",
@@ -260,6 +262,11 @@ def peak_forward_memory_mb(model: Model, sample: dict[str, np.ndarray]) -> float
 
 def measure_peak_rss_mb(fn: Callable[[], Any], interval_s: float = 0.001) -> float:
     """Run ``fn`` while a thread samples this process's RSS; return the peak increase in MB."""
+    return run_measuring_rss(fn, interval_s)[1]
+
+
+def run_measuring_rss(fn: Callable[[], T], interval_s: float = 0.001) -> tuple[T, float]:
+    """``(fn(), peak RSS increase in MB while it ran)``, sampled by a thread."""
     import psutil
 
     proc = psutil.Process()
@@ -276,9 +283,9 @@ def measure_peak_rss_mb(fn: Callable[[], Any], interval_s: float = 0.001) -> flo
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        fn()
+        result = fn()
     finally:
         done.set()
         thread.join()
     peak = max(peak, proc.memory_info().rss)
-    return (peak - base) / 2**20
+    return result, (peak - base) / 2**20

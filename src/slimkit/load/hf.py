@@ -103,7 +103,9 @@ def _load_folder(transformers: Any, folder: Path, name: str | None) -> Model:
         output_names=("logits",) if classifier else ("embedding",),
         task=Task.CLASSIFICATION if classifier else Task.EMBEDDING,
         tokenizer=tokenizer,
-        meta={"architecture": type(hf_model).__name__, "hf_config": config.model_type},
+        meta={"architecture": type(hf_model).__name__, "hf_config": config.model_type,
+              "num_attention_heads": getattr(config, "num_attention_heads", None),
+              "hidden_size": getattr(config, "hidden_size", None)},
     )
 
 

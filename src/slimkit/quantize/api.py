@@ -1,0 +1,162 @@
+"""``slimkit.quantize``: float ONNX -> preflight -> quantize -> prove integer kernels -> verify
+fidelity and the metric -> (revert layers until the drop fits the budget) -> measure speed
+against float in the same run -> write the model atomically, with a report of every step."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimkit.data import Dataset, synthetic
+from slimkit.errors import InputError
+from slimkit.evaluate import UserMetric
+from slimkit.io import atomic_path, check_output_path
+from slimkit.model import Model
+from slimkit.quantize.calibration import check_calibration
+from slimkit.quantize.config import QuantizeConfig, QuantMode
+from slimkit.quantize.graph import (
+    check_finite_weights,
+    load_proto,
+    prove_integer_kernels,
+    quantizable_layers,
+)
+from slimkit.quantize.methods import METHODS, QuantJob
+from slimkit.quantize.scoring import Scorer
+from slimkit.selector import Selector
+
+INT8_MODES = (QuantMode.DYNAMIC, QuantMode.STATIC)
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    model: Model  # a handle on the quantized ONNX file
+    sections: dict[str, Any] = field(default_factory=dict)
+    met_budget: bool | None = None  # None when no max_drop was asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "met_budget": self.met_budget, **self.sections}
+
+
+def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = None,
+             calib: Dataset | None = None, eval_data: Dataset | None = None,
+             metric: UserMetric | None = None, threads: int = 1,
+             measure: bool = True) -> QuantizeResult:
+    """Quantize ``model`` to an ONNX file at ``output``, verified and measured.
+
+    Args:
+        model: a torch model (exported and verified first) or an ONNX model.
+        output: the ``.onnx`` file to write (atomically; its folder must exist).
+        config: mode, calibration, exclusions, accuracy budget.
+        calib: calibration data (static mode).
+        eval_data: data to verify on (labels give accuracy); ``calib`` by default.
+        metric: a user metric ``(outputs, labels) -> float``, higher is better.
+        threads: threads for the speed measurement.
+        measure: benchmark float vs quantized (turn off only in tests).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from slimkit import load_model, load_data
+        >>> m = load_model("builtin:digits-mlp")
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "q.onnx"
+        >>> r = quantize(m, out, QuantizeConfig(mode="dynamic"), measure=False,
+        ...              eval_data=load_data("builtin:digits:test", m))
+        >>> r.sections["proof"]["ok"], r.sections["metric"]["drop"] < 0.02
+        (True, True)
+    """
+    from slimkit.quantize.preflight import choose_activation_type, run_preflight
+
+    config = config or QuantizeConfig()
+    if not str(output).endswith(".onnx"):
+        raise InputError(f"quantized model path '{output}' must end with .onnx")
+    inputs = (model.onnx_path,) if model.onnx_path else ()
+    check_output_path(output, inputs=inputs)
+    if config.mode == QuantMode.STATIC:  # fail on bad calibration data before any work
+        calib = check_calibration(calib, model.inputs, config.calibration_size)
+    sections: dict[str, Any] = {"config": config.to_dict()}
+    with tempfile.TemporaryDirectory(prefix="slimkit-quant-") as tmp_name:
+        tmp = Path(tmp_name)
+        float_path, sections["prepare"] = _float_model(model, tmp, config)
+        float_model = model.with_onnx(float_path, source=f"{model.name} (fp32 ONNX)")
+        proto = load_proto(float_path)
+        check_finite_weights(proto, model.source)
+        layers = quantizable_layers(proto)
+        if not layers and config.mode != QuantMode.FP16:
+            raise InputError(f"'{model.name}' has no quantizable layers (MatMul, Gemm, Conv "
+                             "with constant weights)")
+        excluded = Selector(config.exclude).select(layers)
+        sections["preflight"] = run_preflight(float_path, config, model.inputs, threads).to_dict()
+        data = eval_data or calib or synthetic(model.inputs, 16, seed=0)
+        scorer = Scorer(model, float_model, data, metric)
+        job = QuantJob(float_path, tmp / "quant.onnx", config, model.input_names,
+                       tuple(layer.name for layer in excluded),
+                       choose_activation_type(config.activation_type), calib,
+                       calibration_cache=tmp / "calibration.json")
+        sections["method"] = METHODS.get(config.mode.value)(job)
+        score = scorer.score(job.out_path)
+        met_budget = None
+        if config.max_drop is not None:
+            from slimkit.quantize.accuracy import revert_until_within_budget
+
+            job, score, sections["accuracy_aware"], met_budget = revert_until_within_budget(
+                job, layers, scorer, score, config)
+        sections["metric"] = score.to_dict()
+        sections["kept_float"] = _kept_float(layers, job, sections.get("accuracy_aware"))
+        if config.mode in INT8_MODES:
+            sections["proof"] = prove_integer_kernels(job.out_path, threads).to_dict()
+        quant_model = model.with_onnx(job.out_path, source=f"{model.name} ({config.mode.value})")
+        if measure:
+            sections["latency"] = _measure(float_model, quant_model, threads)
+            sections["verdict"] = _verdict(sections)
+        with atomic_path(output, inputs=inputs) as final_tmp:
+            shutil.copyfile(job.out_path, final_tmp)
+    final = Path(output)
+    sections["size"] = {"float_bytes": sections["prepare"]["float_bytes"],
+                        "quantized_bytes": final.stat().st_size}
+    return QuantizeResult(final, model.with_onnx(final), sections, met_budget)
+
+
+def _float_model(model: Model, tmp: Path, config: QuantizeConfig) -> tuple[Path, dict[str, Any]]:
+    from slimkit.quantize.prepare import float_onnx
+
+    # fp16 and int4 keep the plain graph: the fused contrib ops are float32-only on CPU
+    fuse = config.fuse_transformer and config.mode in INT8_MODES
+    path, info = float_onnx(model, tmp, fuse)
+    info["float_bytes"] = path.stat().st_size
+    return path, info
+
+
+def _kept_float(layers: list[Any], job: QuantJob, aware: dict[str, Any] | None) -> list[dict]:
+    reverted = set(aware.get("reverted", [])) if aware else set()
+    return [{"layer": name, "why": "reverted: accuracy budget" if name in reverted
+             else "excluded by rule"} for name in job.exclude_nodes]
+
+
+def _measure(float_model: Model, quant_model: Model, threads: int) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    from slimkit.bench import BenchConfig, benchmark
+
+    result = benchmark([float_model, quant_model], BenchConfig(
+        runtimes=("onnxruntime",), threads=(threads,), batches=(1,), rounds=5,
+        round_seconds=0.2))
+    return [asdict(row) for row in result.rows]
+
+
+def _verdict(sections: dict[str, Any]) -> dict[str, Any]:
+    rows = sections["latency"]
+    speedup = rows[-1]["speedup"]
+    pre = sections["preflight"]
+    verdict = {"measured_speedup": round(speedup, 3), "expected_speedup": pre["expected_speedup"],
+               "faster": speedup > 1.0}
+    if speedup <= 1.0:
+        verdict["why"] = ("the quantized model is not faster than float here: "
+                          + "; ".join(pre["reasons"]))
+    proof = sections.get("proof")
+    if proof is not None and not proof["ok"]:
+        verdict["kernels"] = ("ONNX Runtime left quantized layers as float ops between Q/DQ "
+                              f"pairs: {proof['unfused_qdq'][:5]}")
+    return verdict

@@ -1,0 +1,93 @@
+"""The quantization config: one frozen dataclass, validated on creation, that the CLI flags and
+(later) recipes map onto field by field."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from slimkit.errors import InputError
+from slimkit.selector import Selector
+
+
+class QuantMode(str, enum.Enum):
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized at run time
+    STATIC = "static"  # int8 weights and calibrated int8 activations (QDQ)
+    INT4 = "int4"  # weight-only int4, block-wise scales (MatMulNBits)
+    FP16 = "fp16"  # half-precision weights and compute, for GPU execution providers
+
+
+class CalibMethod(str, enum.Enum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+class ActivationType(str, enum.Enum):
+    AUTO = "auto"  # chosen for the CPU: u8 on x86 (the u8 x s8 integer path), s8 on Arm
+    U8 = "u8"
+    S8 = "s8"
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize.
+
+    Args:
+        mode: dynamic, static, int4 or fp16.
+        per_channel: one weight scale per output channel (int8 modes).
+        method: calibration method of static mode.
+        activation_type: auto (chosen for the hardware), u8 or s8.
+        symmetric_activations: symmetric activation ranges (zero point at the middle).
+        exclude: layer rules kept in float (``name:``, ``re:``, ``type:``; see Selector).
+        calibration_size: examples used for calibration (static mode).
+        percentile: the percentile of the percentile method.
+        block_size: block of the int4 weight scales.
+        fuse_transformer: fuse attention/LayerNorm/GELU with ONNX Runtime's transformer
+            optimizer before quantizing (transformer encoders only).
+        max_drop: the largest metric drop allowed; layers are reverted to float until it holds.
+        relative_drop: ``max_drop`` is a fraction of the float metric rather than absolute.
+    """
+
+    mode: QuantMode = QuantMode.DYNAMIC
+    per_channel: bool = True
+    method: CalibMethod = CalibMethod.MINMAX
+    activation_type: ActivationType = ActivationType.AUTO
+    symmetric_activations: bool = False
+    exclude: tuple[str, ...] = ()
+    calibration_size: int = 128
+    percentile: float = 99.999
+    block_size: int = 32
+    fuse_transformer: bool = True
+    max_drop: float | None = None
+    relative_drop: bool = False
+
+    def __post_init__(self) -> None:
+        for name, kind in (("mode", QuantMode), ("method", CalibMethod),
+                           ("activation_type", ActivationType)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(k.value for k in kind)
+                raise InputError(f"{name} '{value}' is not one of: {choices}") from None
+        Selector(tuple(self.exclude))  # validates the rules' syntax
+        if self.calibration_size < 1:
+            raise InputError("calibration_size must be >= 1")
+        if not 50.0 < self.percentile <= 100.0:
+            raise InputError("percentile must be in (50, 100]")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise InputError("block_size must be a power of two >= 16")
+        if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise InputError("max_drop must be a finite number >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, enum.Enum):
+                d[key] = value.value
+        d["exclude"] = list(self.exclude)
+        return d
