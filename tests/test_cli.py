@@ -96,6 +96,48 @@ def test_python_dash_m_entry_point():
     assert out.returncode == 2 and out.stderr.startswith("slimkit: error: ")
 
 
+def test_quantize_command_writes_model_and_report(capsys, tmp_path):
+    out = tmp_path / "q.onnx"
+    code, printed, _ = run_cli(capsys, "quantize", "builtin:digits-cnn", "-o", str(out),
+                               "--mode", "static", "--calib", "builtin:digits:train",
+                               "--data", "builtin:digits:test", "--threads", "1")
+    assert code == 0 and out.exists()
+    assert "preflight" in printed and "integer kernels confirmed" in printed
+    report = json.loads((tmp_path / "q.onnx.report.json").read_text())
+    assert report["proof"]["ok"] and report["metric"]["drop"] <= 0.005
+    assert report["latency"][0]["model"] == "digits-cnn-fp32"
+    assert report["verdict"]["faster"] == (report["verdict"]["measured_speedup"] > 1.0)
+    if not report["verdict"]["faster"]:
+        assert "not faster than float here" in report["verdict"]["why"]
+
+
+def test_quantize_budget_not_met_exit_code(capsys, tmp_path, monkeypatch):
+    (tmp_path / "always_worse.py").write_text(
+        "import itertools\n_calls = itertools.count()\n"
+        "def metric(outputs, labels):\n    return -float(next(_calls))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "q.onnx"
+    code, printed, err = run_cli(capsys, "quantize", "slimkit.testing:tiny_mlp", "-o", str(out),
+                                 "--mode", "static", "--calib", "synthetic:8",
+                                 "--metric", "always_worse:metric", "--max-drop", "0.5")
+    assert code == 5 and out.exists() and err == ""
+    assert "exceeds the budget" in printed
+
+
+def test_quantize_bad_calibration(capsys, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "calib.npz", input=np.zeros((4, 3), np.float32))
+    code, _, err = run_cli(capsys, "quantize", "slimkit.testing:tiny_mlp", "-o",
+                           str(tmp_path / "q.onnx"), "--mode", "static", "--calib",
+                           str(tmp_path / "calib.npz"))
+    assert_clean_failure(code, err, "do not fit input", 2)
+    assert not (tmp_path / "q.onnx").exists()
+    code, _, err = run_cli(capsys, "quantize", "slimkit.testing:tiny_mlp", "-o",
+                           str(tmp_path / "q.onnx"), "--mode", "static")
+    assert_clean_failure(code, err, "--calib", 2)
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 def test_missing_file(capsys, tmp_path):

@@ -15,8 +15,14 @@ def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys)
     assert sections["onnx_vs_torch"]["max_abs_error"] < 1e-4
     runtimes = {(row["runtime"], row["batch"]) for row in sections["latency"]}
     assert runtimes == {("torch", 1), ("onnxruntime", 1), ("torch", 32), ("onnxruntime", 32)}
+    assert len(sections["latency"]) == 6  # torch, ORT fp32, ORT int8 at batch 1 and 32
     assert report["environment"]["cpu"]["cores"] >= 1 and report["seed"] == 0
     assert (out / "report.md").read_text().startswith("# slimkit demo")
-    assert (out / "digits-cnn.onnx").exists()
+    assert (out / "digits-cnn.onnx").exists() and (out / "digits-cnn-int8.onnx").exists()
+    quant = sections["quantization"]
+    assert quant["integer_kernels"] and quant["accuracy_int8"] >= quant["accuracy_fp32"] - 0.005
+    assert "int8: integer kernels confirmed" in printed
+    models = {(row["model"], row["runtime"]) for row in sections["latency"]}
+    assert ("digits-cnn-int8", "onnxruntime") in models
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert leftovers == []

@@ -81,6 +81,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    p = sub.add_parser("quantize", help="int8 (dynamic/static), int4 or fp16; verified and "
+                                        "measured against float")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
+    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static", "int4", "fp16"])
+    p.add_argument("--calib", help="calibration data (static mode), e.g. builtin:digits:train")
+    p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
+    p.add_argument("--method", default="minmax",
+                   choices=["minmax", "percentile", "entropy", "mse"],
+                   help="calibration method (static mode)")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor (default: per output channel)")
+    p.add_argument("--activation-type", default="auto", choices=["auto", "u8", "s8"],
+                   help="auto picks the fast integer path of this CPU (u8 on x86)")
+    p.add_argument("--symmetric-activations", action="store_true")
+    p.add_argument("--exclude", action="append", default=[], metavar="RULE",
+                   help="keep layers in float: name:EXACT, re:REGEX or type:OP (repeatable)")
+    p.add_argument("--calibration-size", type=int, default=128)
+    p.add_argument("--block-size", type=int, default=32, help="int4 block size")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="skip ONNX Runtime's transformer fusion / pre-processing")
+    p.add_argument("--max-drop", type=float,
+                   help="largest metric drop allowed; layers are reverted to float until it "
+                        "holds (exit code 5 if it cannot, with the best model written)")
+    p.add_argument("--relative", action="store_true", help="--max-drop is relative")
+    p.add_argument("--metric", help="user metric package.module:function(outputs, labels)")
+    p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     p = sub.add_parser("evaluate", help="task metrics and fidelity to a reference model")
     _model_args(p)
     p.add_argument("--data", required=True, help="data spec (see 'slimkit --help')")
@@ -175,6 +204,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print_mapping(f"{model.name} on {args.data} ({runtime})", result)
 
 
+BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget does not hold
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from slimkit.console import print_quantize
+    from slimkit.data import load_data
+    from slimkit.evaluate import load_user_metric
+    from slimkit.io import check_output_path, write_text_atomic
+    from slimkit.quantize import QuantizeConfig, quantize
+
+    config = QuantizeConfig(
+        mode=args.mode, per_channel=not args.per_tensor, method=args.method,
+        activation_type=args.activation_type, symmetric_activations=args.symmetric_activations,
+        exclude=tuple(args.exclude), calibration_size=args.calibration_size,
+        block_size=args.block_size, fuse_transformer=not args.no_fuse,
+        max_drop=args.max_drop, relative_drop=args.relative)
+    report_path = Path(str(args.output) + ".report.json")
+    check_output_path(args.output)
+    model = _load(args, args.model)
+    calib = load_data(args.calib, model, split="train") if args.calib else None
+    data = load_data(args.data, model) if args.data else None
+    metric = load_user_metric(args.metric) if args.metric else None
+    result = quantize(model, args.output, config, calib, data, metric, args.threads)
+    report = result.to_dict()
+    write_text_atomic(report_path, json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_quantize(report, report_path)
+    return BUDGET_NOT_MET if result.met_budget is False else 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> None:
     from slimkit.console import print_table
     from slimkit.load.zoo import ZOO
@@ -186,8 +247,9 @@ def cmd_zoo(args: argparse.Namespace) -> None:
     print_table("Built-in models", rows)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "demo": cmd_demo, "export": cmd_export, "bench": cmd_bench, "analyze": cmd_analyze,
+    "quantize": cmd_quantize,
     "evaluate": cmd_evaluate, "zoo": cmd_zoo,
 }
 
@@ -198,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_quiet(args.quiet)
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except SlimkitError as exc:
         if args.debug:
             raise
@@ -207,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slimkit: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

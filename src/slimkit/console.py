@@ -53,10 +53,12 @@ def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
 def print_demo(report: Any, paths: dict[str, Any]) -> None:
     s = report.sections
     acc = s["accuracy"]
+    q = s["quantization"]
+    accuracies = (acc["torch"], acc["onnxruntime"], q["accuracy_int8"])
     rows = [
-        {"runtime": rt, "accuracy": acc[rt], "parameters": size["parameters"],
+        {"model": size["format"], "accuracy": accuracy, "parameters": size["parameters"],
          "MACs": size["macs"], "size_KB": size["size_bytes"] / 1024}
-        for rt, size in zip(("torch", "onnxruntime"), s["size"], strict=True)
+        for size, accuracy in zip(s["size"], accuracies, strict=True)
     ]
     print_table(f"Digits CNN on {acc['test_examples']} test images", rows)
     fid = s["onnx_vs_torch"]
@@ -64,6 +66,10 @@ def print_demo(report: Any, paths: dict[str, Any]) -> None:
         f"ONNX export verified: max abs diff {fid['max_abs_error']:.2g}, "
         f"top-1 agreement {fid['top1_agreement']:.4f}, SQNR {fid['sqnr_db']:.1f} dB"
     )
+    console.print(
+        f"int8: integer kernels {'confirmed' if q['integer_kernels'] else 'MISSING'} "
+        f"({q['integer_ops']} integer ops); preflight expected {q['preflight_expected_speedup']}x"
+        f" ({'pays' if q['preflight_pays'] else 'not expected to pay on this CPU'})")
     print_bench(s["latency"], [])
     console.print(f"report: {paths['json']} and {paths['markdown']}")
 
@@ -86,3 +92,38 @@ def print_analysis(data: dict[str, Any]) -> None:
                 f"({data['kernel_ms_per_run']:.3g} ms per run, {data['threads']} thread(s))", [
         {"op": op, "share": share} for op, share in data["latency_by_op"].items()
         if share >= 0.001])
+
+
+def print_quantize(report: dict[str, Any], report_path: Any) -> None:
+    pre = report["preflight"]
+    console.print(f"[bold]preflight[/bold] ({pre['mode']}, {pre['activation_type']} activations "
+                  f"on {pre['cpu']}): expected speed-up {pre['expected_speedup']:.2f}x -> "
+                  f"{'expected to pay' if pre['pays'] else 'NOT expected to pay here'}")
+    for reason in pre["reasons"]:
+        console.print(f"  - {reason}")
+    metric = report["metric"]
+    console.print(f"[bold]{metric['name']}[/bold]: float {metric['float']:.4f}, quantized "
+                  f"{metric['quantized']:.4f} (drop {metric['drop']:+.4f}); fidelity "
+                  f"{fmt(metric['fidelity'])}")
+    proof = report.get("proof")
+    if proof is not None:
+        state = "integer kernels confirmed" if proof["ok"] else "NO integer kernels"
+        console.print(f"[bold]kernels[/bold]: {state} ({proof['integer_ops']} integer ops, "
+                      f"{proof['float_compute_ops']} float compute ops left; unfused QDQ: "
+                      f"{len(proof['unfused_qdq'])})")
+    aware = report.get("accuracy_aware")
+    if aware is not None:
+        console.print(f"[bold]accuracy budget[/bold] {aware['budget']:.4g}: "
+                      f"{len(aware['steps']) - 1} revert step(s), kept in float: "
+                      f"{aware['reverted'] or 'none'}")
+        if "message" in aware:
+            console.print(f"[yellow]{aware['message']}[/yellow]")
+    if "latency" in report:
+        print_bench(report["latency"], [])
+        verdict = report["verdict"]
+        line = f"measured speed-up {verdict['measured_speedup']:.2f}x over the float model"
+        console.print(line if verdict["faster"] else f"[yellow]{line}: {verdict['why']}[/yellow]")
+    size = report["size"]
+    console.print(f"size {size['float_bytes'] / 2**20:.2f} MiB -> "
+                  f"{size['quantized_bytes'] / 2**20:.2f} MiB; wrote {report['path']} and "
+                  f"{report_path}")

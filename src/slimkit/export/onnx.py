@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from slimkit.data import Dataset, synthetic
-from slimkit.errors import ExportError, InputError, VerificationError
+from slimkit.errors import DataError, ExportError, InputError, VerificationError
 from slimkit.io import atomic_path
 from slimkit.model import Model
 
@@ -140,6 +140,9 @@ def verify_against_torch(model: Model, onnx_path: Path, sample: Dataset,
         got = os_.run(batch)
     worst = 0.0
     for name, want, have in zip(model.output_names, expected, got, strict=True):
+        if not np.all(np.isfinite(want)):
+            raise DataError(f"the torch model '{model.name}' outputs NaN or Inf on the sample "
+                            f"inputs (output '{name}'); check its weights and inputs")
         if want.shape != have.shape:
             raise VerificationError(
                 f"output '{name}' of the ONNX export has shape {have.shape}, torch gives "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,7 @@ from slimkit.io import atomic_path, check_output_path
 from slimkit.model import Model
 from slimkit.quantize.calibration import check_calibration
 from slimkit.quantize.config import QuantizeConfig, QuantMode
-from slimkit.quantize.graph import (
-    check_finite_weights,
-    load_proto,
-    prove_integer_kernels,
-    quantizable_layers,
-)
+from slimkit.quantize.graph import load_proto, prove_integer_kernels, quantizable_layers
 from slimkit.quantize.methods import METHODS, QuantJob
 from slimkit.quantize.scoring import Scorer
 from slimkit.selector import Selector
@@ -80,10 +75,8 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
     with tempfile.TemporaryDirectory(prefix="slimkit-quant-") as tmp_name:
         tmp = Path(tmp_name)
         float_path, sections["prepare"] = _float_model(model, tmp, config)
-        float_model = model.with_onnx(float_path, source=f"{model.name} (fp32 ONNX)")
-        proto = load_proto(float_path)
-        check_finite_weights(proto, model.source)
-        layers = quantizable_layers(proto)
+        float_model = replace(model.with_onnx(float_path), name=f"{model.name}-fp32")
+        layers = quantizable_layers(load_proto(float_path))
         if not layers and config.mode != QuantMode.FP16:
             raise InputError(f"'{model.name}' has no quantizable layers (MatMul, Gemm, Conv "
                              "with constant weights)")
@@ -107,7 +100,8 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         sections["kept_float"] = _kept_float(layers, job, sections.get("accuracy_aware"))
         if config.mode in INT8_MODES:
             sections["proof"] = prove_integer_kernels(job.out_path, threads).to_dict()
-        quant_model = model.with_onnx(job.out_path, source=f"{model.name} ({config.mode.value})")
+        quant_model = replace(model.with_onnx(job.out_path),
+                              name=f"{model.name}-{config.mode.value}")
         if measure:
             sections["latency"] = _measure(float_model, quant_model, threads)
             sections["verdict"] = _verdict(sections)

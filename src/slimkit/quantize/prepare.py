@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.errors import VerificationError
+from slimkit.errors import DataError, VerificationError
 from slimkit.model import Model
+from slimkit.quantize.graph import check_finite_weights, load_proto
 
 # Hugging Face model types ONNX Runtime's optimizer fuses as "bert"
 BERT_LIKE = ("bert", "roberta", "distilbert", "xlm-roberta", "camembert", "electra", "mpnet")
@@ -24,11 +25,13 @@ def float_onnx(model: Model, folder: Path, fuse: bool) -> tuple[Path, dict[str, 
 
     info: dict[str, Any] = {}
     if model.module is not None:
+        _check_finite_parameters(model)
         exported = export_onnx(model, folder / "float.onnx")
         path, info["export"] = exported.path, exported.to_dict()
     else:
         path = folder / "float.onnx"
         shutil.copyfile(str(model.onnx_path), path)  # the user's file is only read
+    check_finite_weights(load_proto(path), model.source)  # before any run of the graph
     heads_hidden = _heads_and_hidden(model)
     if fuse and heads_hidden is not None:
         fused = folder / "float-fused.onnx"
@@ -59,6 +62,16 @@ def _pre_process(model: Model, src: Path, dst: Path) -> tuple[Path, str]:
             except Exception:  # noqa: BLE001 - any failure: quantize the graph as exported
                 continue
     return src, "skipped: ONNX Runtime's pre-processing failed on this graph"
+
+
+def _check_finite_parameters(model: Model) -> None:
+    import torch
+
+    module = model.require_module("quantization")
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"weight '{name}' of '{model.name}' holds NaN or Inf values; "
+                            "quantization needs finite weights (check the training run)")
 
 
 def _heads_and_hidden(model: Model) -> tuple[int, int] | None:
