@@ -84,9 +84,9 @@ def test_onnx_file_spec(tmp_path, digits_cnn):
 
 def _tiny_bert(folder, classifier=False):
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+    config = transformers.BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=64)
+                                     max_position_embeddings=256)
     if classifier:
         config.num_labels = 3
         model = transformers.BertForSequenceClassification(config)
@@ -103,7 +103,7 @@ def test_hf_folder_encoder_and_classifier(tmp_path):
     _tiny_bert(tmp_path / "cls", classifier=True)
     cls = load_model(str(tmp_path / "cls"))
     assert cls.task == Task.CLASSIFICATION
-    ids = torch.randint(0, 50, (2, 5))
+    ids = torch.randint(0, 300, (2, 5))
     with torch.no_grad():
         assert cls.module(ids, torch.ones_like(ids), torch.zeros_like(ids)).shape == (2, 3)
 

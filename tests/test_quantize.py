@@ -185,3 +185,50 @@ def test_kernel_proof_flags_unfused_qdq():
     graph = helper.make_graph([dq, conv], "g", [], [])
     proof = kernel_proof(helper.make_model(graph))
     assert not proof.ok and proof.unfused_qdq == ["conv"]
+
+
+# ---- quantization-aware training ---------------------------------------------------------------
+
+def test_batchnorm_folding_is_exact():
+    from slimkit.quantize.qat import fold_batchnorm
+
+    model = tiny_model("cnn")
+    with torch.no_grad():  # non-trivial statistics
+        model.module.bn.running_mean.uniform_(-1, 1)
+        model.module.bn.running_var.uniform_(0.5, 2)
+        model.module.bn.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        before = model.module(x)
+        assert fold_batchnorm(model.module) == ["conv"]
+        after = model.module(x)
+    assert isinstance(model.module.bn, torch.nn.Identity)
+    np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_qat_exports_integer_model(tmp_path, learn):
+    model = tiny_model("cnn")
+    train = load_data("synthetic:32", model)
+    result = quantize(model, tmp_path / "q.onnx",
+                      QuantizeConfig(mode="qat", qat_epochs=1, learn_scales=learn),
+                      calib=train, measure=False)
+    qat = result.sections["qat"]
+    assert qat["batchnorm_folded_into"] == ["conv"] and qat["ranges_applied"] == 2
+    assert result.sections["proof"]["ok"]
+    assert result.sections["metric"]["fidelity"]["sqnr_db"] > 15
+    assert model.module.bn.__class__ is torch.nn.BatchNorm2d  # the user's model is untouched
+
+
+def test_transformer_is_fused_then_quantized(tmp_path):
+    from tests.test_load import _tiny_bert
+
+    _tiny_bert(tmp_path / "bert")
+    model = load_model(str(tmp_path / "bert"))
+    result = quantize(model, tmp_path / "q.onnx", QuantizeConfig(mode="dynamic"),
+                      measure=False)
+    assert result.sections["prepare"]["fusion"]["fused_ops"]["Attention"] == 1
+    ops = result.sections["proof"]["op_counts"]
+    assert ops.get("QAttention") == 1 and result.sections["proof"]["ok"]
+    assert result.sections["metric"]["name"] == "cosine_mean"
+    assert result.sections["metric"]["fidelity"]["cosine_mean"] > 0.98

@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "measured against float")
     _model_args(p)
     p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
-    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static", "int4", "fp16"])
-    p.add_argument("--calib", help="calibration data (static mode), e.g. builtin:digits:train")
+    p.add_argument("--mode", default="dynamic",
+                   choices=["dynamic", "static", "qat", "int4", "fp16"])
+    p.add_argument("--calib", help="calibration data (static mode; training data in qat "
+                                   "mode), e.g. builtin:digits:train")
     p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
     p.add_argument("--method", default="minmax",
                    choices=["minmax", "percentile", "entropy", "mse"],
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds (exit code 5 if it cannot, with the best model written)")
     p.add_argument("--relative", action="store_true", help="--max-drop is relative")
     p.add_argument("--metric", help="user metric package.module:function(outputs, labels)")
+    p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs (qat mode)")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate (qat mode)")
+    p.add_argument("--learn-scales", action="store_true",
+                   help="learn activation scales during QAT (LSQ)")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -219,7 +225,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         activation_type=args.activation_type, symmetric_activations=args.symmetric_activations,
         exclude=tuple(args.exclude), calibration_size=args.calibration_size,
         block_size=args.block_size, fuse_transformer=not args.no_fuse,
-        max_drop=args.max_drop, relative_drop=args.relative)
+        max_drop=args.max_drop, relative_drop=args.relative, qat_epochs=args.qat_epochs,
+        qat_lr=args.qat_lr, learn_scales=args.learn_scales)
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
     model = _load(args, args.model)

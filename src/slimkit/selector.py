@@ -81,7 +81,25 @@ def _matches(rule: str, layer: Layer) -> bool:
 
 
 def module_path_of_onnx_node(node_name: str) -> str:
-    """``/model/encoder/layer.0/output/dense/MatMul`` -> ``model.encoder.layer.0.output.dense``
-    (the torch module a TorchScript-exported node came from)."""
-    parts = [p for p in node_name.split("/") if p]
-    return ".".join(parts[:-1]) if len(parts) > 1 else node_name
+    """The torch module a TorchScript-exported node came from.
+
+    The exporter names scopes by attribute, and a called container's children by the
+    container's attribute plus their own (``/features/features.0/Conv``), while uncalled
+    containers (ModuleList) only show in the child's scope (``/encoder/layer.0/...``).
+
+    Example:
+        >>> module_path_of_onnx_node("/features/features.0/Conv")
+        'features.0'
+        >>> module_path_of_onnx_node("/model/encoder/layer.0/output/dense/MatMul")
+        'model.encoder.layer.0.output.dense'
+        >>> module_path_of_onnx_node("/layer2/layer2.0/downsample/downsample.0/Conv")
+        'layer2.0.downsample.0'
+    """
+    parts = [p for p in node_name.split("/") if p][:-1]
+    if not parts:
+        return node_name
+    path, last = parts[0], parts[0]
+    for part in parts[1:]:
+        path += part[len(last):] if part.startswith(last + ".") else f".{part}"
+        last = part
+    return path

@@ -22,7 +22,8 @@ from slimkit.quantize.methods import METHODS, QuantJob
 from slimkit.quantize.scoring import Scorer
 from slimkit.selector import Selector
 
-INT8_MODES = (QuantMode.DYNAMIC, QuantMode.STATIC)
+INT8_MODES = (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.QAT)
+CALIBRATED = (QuantMode.STATIC, QuantMode.QAT)
 
 
 @dataclass
@@ -69,7 +70,8 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         raise InputError(f"quantized model path '{output}' must end with .onnx")
     inputs = (model.onnx_path,) if model.onnx_path else ()
     check_output_path(output, inputs=inputs)
-    if config.mode == QuantMode.STATIC:  # fail on bad calibration data before any work
+    train = calib
+    if config.mode in CALIBRATED:  # fail on bad calibration data before any work
         calib = check_calibration(calib, model.inputs, config.calibration_size)
     sections: dict[str, Any] = {"config": config.to_dict()}
     with tempfile.TemporaryDirectory(prefix="slimkit-quant-") as tmp_name:
@@ -84,10 +86,13 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         sections["preflight"] = run_preflight(float_path, config, model.inputs, threads).to_dict()
         data = eval_data or calib or synthetic(model.inputs, 16, seed=0)
         scorer = Scorer(model, float_model, data, metric)
-        job = QuantJob(float_path, tmp / "quant.onnx", config, model.input_names,
+        source, overrides = float_path, None
+        if config.mode == QuantMode.QAT and train is not None:
+            source, overrides, sections["qat"] = _qat(model, train, config, tmp)
+        job = QuantJob(source, tmp / "quant.onnx", config, model.input_names,
                        tuple(layer.name for layer in excluded),
                        choose_activation_type(config.activation_type), calib,
-                       calibration_cache=tmp / "calibration.json")
+                       calibration_cache=tmp / "calibration.json", range_overrides=overrides)
         sections["method"] = METHODS.get(config.mode.value)(job)
         score = scorer.score(job.out_path)
         met_budget = None
@@ -121,6 +126,29 @@ def _float_model(model: Model, tmp: Path, config: QuantizeConfig) -> tuple[Path,
     path, info = float_onnx(model, tmp, fuse)
     info["float_bytes"] = path.stat().st_size
     return path, info
+
+
+def _qat(model: Model, train: Dataset, config: QuantizeConfig,
+         tmp: Path) -> tuple[Path, dict[str, tuple[float, float]], dict[str, Any]]:
+    """Fine-tune with fake quantization, export the result, and map each layer's learned input
+    range onto the ONNX tensor that feeds it."""
+    from slimkit.quantize.qat import qat_finetune
+    from slimkit.selector import module_path_of_onnx_node
+
+    trained = qat_finetune(model, train, config.qat_epochs, config.qat_lr, config.learn_scales)
+    (tmp / "qat").mkdir()
+    path, _ = _float_model(trained.model, tmp / "qat", config)
+    overrides = {}
+    for node in load_proto(path).graph.node:
+        rng = trained.ranges.get(module_path_of_onnx_node(node.name))
+        if rng is not None and node.op_type in ("Conv", "Gemm", "MatMul"):
+            overrides[node.input[0]] = rng
+    section = {"epochs": config.qat_epochs, "lr": config.qat_lr,
+               "learned_scales": config.learn_scales, "batchnorm_folded_into": trained.folded,
+               "first_loss": trained.losses[0] if trained.losses else None,
+               "last_loss": trained.losses[-1] if trained.losses else None,
+               "ranges_applied": len(overrides)}
+    return path, overrides, section
 
 
 def _kept_float(layers: list[Any], job: QuantJob, aware: dict[str, Any] | None) -> list[dict]:

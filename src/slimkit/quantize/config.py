@@ -17,6 +17,7 @@ class QuantMode(str, enum.Enum):
     STATIC = "static"  # int8 weights and calibrated int8 activations (QDQ)
     INT4 = "int4"  # weight-only int4, block-wise scales (MatMulNBits)
     FP16 = "fp16"  # half-precision weights and compute, for GPU execution providers
+    QAT = "qat"  # quantization-aware fine-tuning in torch, then static int8 (QDQ)
 
 
 class CalibMethod(str, enum.Enum):
@@ -50,6 +51,8 @@ class QuantizeConfig:
             optimizer before quantizing (transformer encoders only).
         max_drop: the largest metric drop allowed; layers are reverted to float until it holds.
         relative_drop: ``max_drop`` is a fraction of the float metric rather than absolute.
+        qat_epochs, qat_lr: the quantization-aware fine-tuning (qat mode; data = ``calib``).
+        learn_scales: learn activation scales during QAT (LSQ) instead of keeping observed ones.
     """
 
     mode: QuantMode = QuantMode.DYNAMIC
@@ -64,6 +67,9 @@ class QuantizeConfig:
     fuse_transformer: bool = True
     max_drop: float | None = None
     relative_drop: bool = False
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    learn_scales: bool = False
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", QuantMode), ("method", CalibMethod),
@@ -81,6 +87,8 @@ class QuantizeConfig:
             raise InputError("percentile must be in (50, 100]")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise InputError("block_size must be a power of two >= 16")
+        if self.qat_epochs < 0 or not self.qat_lr > 0:
+            raise InputError("qat_epochs must be >= 0 and qat_lr > 0")
         if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):
             raise InputError("max_drop must be a finite number >= 0")
 

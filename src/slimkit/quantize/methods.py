@@ -67,6 +67,7 @@ _ORT_METHODS = {CalibMethod.MINMAX: "MinMax", CalibMethod.PERCENTILE: "Percentil
                 CalibMethod.ENTROPY: "Entropy", CalibMethod.MSE: "MinMax"}
 
 
+@METHODS.register(QuantMode.QAT.value)  # QAT's learned ranges arrive as range_overrides
 @METHODS.register(QuantMode.STATIC.value)
 def quantize_static_job(job: QuantJob) -> dict[str, Any]:
     import onnx

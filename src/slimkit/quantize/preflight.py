@@ -111,7 +111,7 @@ def run_preflight(float_onnx: Path, config: QuantizeConfig, model_inputs: Any,
     shares, _ = profile_ops(model, batch=1, sequence=128, threads=threads, runs=5)
     covered = sum(share for op, share in shares.items() if op in INT8_COVERED)
     reasons: list[str] = []
-    if config.mode in (QuantMode.DYNAMIC, QuantMode.STATIC):
+    if config.mode in (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.QAT):
         ceiling = u8s8 if act == "u8" else s8s8
         expected = 1.0 / ((1.0 - covered) + covered / ceiling)
         reasons.append(f"{act} activations x s8 weights: integer GEMM runs {ceiling:.2f}x "
