@@ -232,3 +232,38 @@ def test_transformer_is_fused_then_quantized(tmp_path):
     assert ops.get("QAttention") == 1 and result.sections["proof"]["ok"]
     assert result.sections["metric"]["name"] == "cosine_mean"
     assert result.sections["metric"]["fidelity"]["cosine_mean"] > 0.98
+
+
+def test_smooth_quant_is_exact_on_pre_ln_models(tmp_path):
+    from slimkit.model import Model, TensorSpec
+    from slimkit.quantize.smooth import smooth_quant
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.LayerNorm(16), torch.nn.Linear(16, 64),
+                                  torch.nn.ReLU(), torch.nn.Linear(64, 8)).eval()
+    with torch.no_grad():
+        net[0].weight[:2] = 60.0  # two outlier channels, as in large transformers
+    model = Model(name="pre-ln", source="test", module=net,
+                  inputs=(TensorSpec("input", ("batch", 16)),))
+    data = load_data("synthetic:64", model)
+    smoothed, info = smooth_quant(model, data)
+    assert info["pairs"] == 1 and info["smoothed"][0] == {"norm": "0", "linears": ["1"]}
+    assert float(smoothed.module[0].weight[0]) < 10.0  # the outlier channel shrank
+    x = torch.from_numpy(data.inputs["input"][:8])
+    with torch.no_grad():
+        np.testing.assert_allclose(smoothed.module(x), net(x), rtol=1e-4, atol=1e-4)
+    result = quantize(model, tmp_path / "b.onnx", QuantizeConfig(mode="static",
+                      smooth_alpha=0.5), calib=data, measure=False)
+    assert result.sections["smooth_quant"]["pairs"] == 1 and result.sections["proof"]["ok"]
+
+
+def test_smooth_quant_leaves_post_ln_models_alone(tmp_path):
+    from tests.test_load import _tiny_bert
+
+    _tiny_bert(tmp_path / "bert")
+    model = load_model(str(tmp_path / "bert"))
+    result = quantize(model, tmp_path / "q.onnx", QuantizeConfig(smooth_alpha=0.5),
+                      measure=False)
+    info = result.sections["smooth_quant"]
+    assert info["pairs"] == 0 and "post-LN" in info["not_applicable"]

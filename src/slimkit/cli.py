@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate (qat mode)")
     p.add_argument("--learn-scales", action="store_true",
                    help="learn activation scales during QAT (LSQ)")
+    p.add_argument("--smooth", type=float, metavar="ALPHA",
+                   help="SmoothQuant rebalancing of LayerNorm -> Linear pairs (e.g. 0.5), "
+                        "applied where exact")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -226,7 +229,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude), calibration_size=args.calibration_size,
         block_size=args.block_size, fuse_transformer=not args.no_fuse,
         max_drop=args.max_drop, relative_drop=args.relative, qat_epochs=args.qat_epochs,
-        qat_lr=args.qat_lr, learn_scales=args.learn_scales)
+        qat_lr=args.qat_lr, learn_scales=args.learn_scales, smooth_alpha=args.smooth)
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
     model = _load(args, args.model)

@@ -76,7 +76,14 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
     sections: dict[str, Any] = {"config": config.to_dict()}
     with tempfile.TemporaryDirectory(prefix="slimkit-quant-") as tmp_name:
         tmp = Path(tmp_name)
-        float_path, sections["prepare"] = _float_model(model, tmp, config)
+        source_model = model
+        if config.smooth_alpha is not None and config.mode in INT8_MODES and _has_layernorm(model):
+            from slimkit.quantize.smooth import smooth_quant
+
+            observe = calib or eval_data or synthetic(model.inputs, 16, seed=0)
+            source_model, sections["smooth_quant"] = smooth_quant(model, observe,
+                                                                  config.smooth_alpha)
+        float_path, sections["prepare"] = _float_model(source_model, tmp, config)
         float_model = replace(model.with_onnx(float_path), name=f"{model.name}-fp32")
         layers = quantizable_layers(load_proto(float_path))
         if not layers and config.mode != QuantMode.FP16:
@@ -88,7 +95,7 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         scorer = Scorer(model, float_model, data, metric)
         source, overrides = float_path, None
         if config.mode == QuantMode.QAT and train is not None:
-            source, overrides, sections["qat"] = _qat(model, train, config, tmp)
+            source, overrides, sections["qat"] = _qat(source_model, train, config, tmp)
         job = QuantJob(source, tmp / "quant.onnx", config, model.input_names,
                        tuple(layer.name for layer in excluded),
                        choose_activation_type(config.activation_type), calib,
@@ -126,6 +133,13 @@ def _float_model(model: Model, tmp: Path, config: QuantizeConfig) -> tuple[Path,
     path, info = float_onnx(model, tmp, fuse)
     info["float_bytes"] = path.stat().st_size
     return path, info
+
+
+def _has_layernorm(model: Model) -> bool:
+    import torch
+
+    return model.module is not None and any(
+        isinstance(m, torch.nn.LayerNorm) for m in model.module.modules())
 
 
 def _qat(model: Model, train: Dataset, config: QuantizeConfig,

@@ -53,6 +53,9 @@ class QuantizeConfig:
         relative_drop: ``max_drop`` is a fraction of the float metric rather than absolute.
         qat_epochs, qat_lr: the quantization-aware fine-tuning (qat mode; data = ``calib``).
         learn_scales: learn activation scales during QAT (LSQ) instead of keeping observed ones.
+        smooth_alpha: SmoothQuant strength (e.g. 0.5) for LayerNorm -> Linear pairs of torch
+            models in int8 modes, applied only where it is exact (pre-LN transformers); off by
+            default: compare the reported fidelity with and without it.
     """
 
     mode: QuantMode = QuantMode.DYNAMIC
@@ -70,6 +73,7 @@ class QuantizeConfig:
     qat_epochs: int = 2
     qat_lr: float = 1e-4
     learn_scales: bool = False
+    smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", QuantMode), ("method", CalibMethod),
@@ -87,6 +91,8 @@ class QuantizeConfig:
             raise InputError("percentile must be in (50, 100]")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise InputError("block_size must be a power of two >= 16")
+        if self.smooth_alpha is not None and not 0.0 < self.smooth_alpha < 1.0:
+            raise InputError("smooth_alpha must be in (0, 1), or None to turn it off")
         if self.qat_epochs < 0 or not self.qat_lr > 0:
             raise InputError("qat_epochs must be >= 0 and qat_lr > 0")
         if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):
