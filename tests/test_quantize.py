@@ -88,6 +88,8 @@ def test_accuracy_aware_reverts_the_fewest_layers(tmp_path, digits_mlp, digits):
     plain = quantize(outliers, tmp_path / "plain.onnx", QuantizeConfig(mode="static",
                      per_channel=False), calib=train, eval_data=test, measure=False)
     assert plain.sections["metric"]["drop"] > 0.05  # the outlier channel ruins int8
+    first = plain.sections["diagnosis"][0]
+    assert first["layer"] == "/net/net.0/Gemm" and first["outlier_channels"] == [0]
     aware = quantize(outliers, tmp_path / "aware.onnx",
                      QuantizeConfig(mode="static", per_channel=False, max_drop=0.01),
                      calib=train, eval_data=test, measure=False)

@@ -111,6 +111,12 @@ def print_quantize(report: dict[str, Any], report_path: Any) -> None:
         console.print(f"[bold]kernels[/bold]: {state} ({proof['integer_ops']} integer ops, "
                       f"{proof['float_compute_ops']} float compute ops left; unfused QDQ: "
                       f"{len(proof['unfused_qdq'])})")
+    worst = sorted(report.get("diagnosis", []), key=lambda row: -row["added_db"])[:3]
+    for row in worst:
+        channels = row["outlier_channels"]
+        outliers = f", outlier channels {channels}" if channels else ""
+        console.print(f"  adds error: {row['layer']} ({row['type']}): output SQNR "
+                      f"{row['sqnr_db']:.1f} dB{outliers}")
     aware = report.get("accuracy_aware")
     if aware is not None:
         console.print(f"[bold]accuracy budget[/bold] {aware['budget']:.4g}: "

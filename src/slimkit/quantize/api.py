@@ -24,6 +24,7 @@ from slimkit.selector import Selector
 
 INT8_MODES = (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.QAT)
 CALIBRATED = (QuantMode.STATIC, QuantMode.QAT)
+DIAGNOSIS_EXAMPLES = 64
 
 
 @dataclass
@@ -112,6 +113,7 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         sections["kept_float"] = _kept_float(layers, job, sections.get("accuracy_aware"))
         if config.mode in INT8_MODES:
             sections["proof"] = prove_integer_kernels(job.out_path, threads).to_dict()
+            sections["diagnosis"] = _diagnosis(job, layers, data, sections)
         quant_model = replace(model.with_onnx(job.out_path),
                               name=f"{model.name}-{config.mode.value}")
         if measure:
@@ -133,6 +135,19 @@ def _float_model(model: Model, tmp: Path, config: QuantizeConfig) -> tuple[Path,
     path, info = float_onnx(model, tmp, fuse)
     info["float_bytes"] = path.stat().st_size
     return path, info
+
+
+def _diagnosis(job: QuantJob, layers: list[Any], data: Dataset,
+               sections: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-layer SQNR and outlier channels (reused from the accuracy-aware step when it ran)."""
+    from slimkit.quantize.diagnose import layer_errors
+
+    aware = sections.get("accuracy_aware", {})
+    if "layer_errors" in aware:
+        return list(aware["layer_errors"])
+    errors = layer_errors(job.float_path, job.out_path, layers, data.take(DIAGNOSIS_EXAMPLES),
+                          job.input_names)
+    return [e.to_dict() for e in errors]
 
 
 def _has_layernorm(model: Model) -> bool:

@@ -23,10 +23,12 @@ class LayerError:
     sqnr_db: float  # of this layer's output, quantized vs float model
     added_db: float  # SQNR lost at this layer (previous layer's SQNR - this one's)
     outlier_ratio: float  # max |activation| / 99th percentile, float model: > 10 means outliers
+    outlier_channels: tuple[int, ...] = ()  # channels whose max |activation| > 10x the median
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "type": self.type, "sqnr_db": round(self.sqnr_db, 2),
-                "added_db": round(self.added_db, 2), "outlier_ratio": round(self.outlier_ratio, 1)}
+                "added_db": round(self.added_db, 2), "outlier_ratio": round(self.outlier_ratio, 1),
+                "outlier_channels": list(self.outlier_channels[:8])}
 
 
 def layer_errors(float_path: Path, quant_path: Path, layers: list[Layer], data: Dataset,
@@ -51,9 +53,26 @@ def layer_errors(float_path: Path, quant_path: Path, layers: list[Layer], data: 
         p99 = float(np.percentile(magnitude, 99)) or 1e-12
         added = max(min(previous, 200.0) - sqnr, 0.0)
         result.append(LayerError(layer.name, layer.type, sqnr, added,
-                                 float(magnitude.max()) / p99))
+                                 float(magnitude.max()) / p99, outlier_channels(r)))
         previous = sqnr
     return result
+
+
+def outlier_channels(activation: np.ndarray, factor: float = 10.0) -> tuple[int, ...]:
+    """Channels (axis 1 for 4-D conv maps, the last axis otherwise) whose max |value| exceeds
+    ``factor`` times the median channel's, largest first.
+
+    Example:
+        >>> x = np.ones((4, 6)); x[:, 2] = 50.0
+        >>> outlier_channels(x)
+        (2,)
+    """
+    axis = 1 if activation.ndim == 4 else activation.ndim - 1
+    moved = np.moveaxis(np.abs(activation), axis, -1).reshape(-1, activation.shape[axis])
+    peaks = moved.max(axis=0)
+    median = float(np.median(peaks)) or 1e-12
+    hits = np.flatnonzero(peaks > factor * median)
+    return tuple(int(i) for i in hits[np.argsort(-peaks[hits])])
 
 
 def _quantized_output(proto: Any, node_name: str, float_tensor: str | None) -> str | None:
