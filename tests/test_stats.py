@@ -43,3 +43,20 @@ def test_minilm_macs_match_between_torch_and_onnx(minilm, tmp_path):
     onnx_stats = model_stats(export_onnx(minilm, tmp_path / "m.onnx").model, sequence=128)
     assert abs(torch_stats.macs - onnx_stats.macs) / torch_stats.macs < 0.001  # pooler aside
     assert 1.40e9 < onnx_stats.macs < 1.45e9
+
+
+def test_shape_inference_leaves_no_files_in_the_working_directory(tmp_path, monkeypatch):
+    from onnx import TensorProto, helper
+
+    from slimkit.analyse.stats import _infer_shapes
+
+    monkeypatch.chdir(tmp_path)
+    # a contrib op ORT's symbolic inference cannot resolve: it then saves debug files to cwd
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                           [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    _infer_shapes(model)
+    assert list(tmp_path.iterdir()) == []

@@ -108,3 +108,20 @@ def require_file(path: str | os.PathLike[str], what: str) -> Path:
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} '{p}' is not readable")
     return p
+
+
+@contextlib.contextmanager
+def scratch_cwd() -> Iterator[Path]:
+    """Run a block with a fresh temporary folder as the working directory, then restore it.
+
+    For third-party code that drops debug files into the working directory: ONNX Runtime's
+    symbolic shape inference saves ``sym_shape_infer_temp.onnx`` plus a model-sized external
+    data file there whenever its inference is incomplete.
+    """
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="slimkit-scratch-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(before)

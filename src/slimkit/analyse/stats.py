@@ -217,10 +217,13 @@ def _infer_shapes(proto: Any) -> Any:
     that onnx's own inference leaves unknown), falling back to onnx's."""
     import onnx
 
+    from slimkit.io import scratch_cwd
+
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        with scratch_cwd():  # on failure it saves a model-sized debug file into the cwd
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     except Exception:  # not every graph is supported there; onnx's inference still helps
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
 

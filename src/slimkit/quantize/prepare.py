@@ -49,9 +49,10 @@ def _pre_process(model: Model, src: Path, dst: Path) -> tuple[Path, str]:
     ResNet-18: 7 of 20 convolutions fused without it, 20 of 20 with it)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from slimkit.io import scratch_cwd
     from slimkit.quantize.calibration import quiet
 
-    with quiet():
+    with quiet(), scratch_cwd():  # ORT's shape inference drops debug files into the cwd
         for skip_symbolic in (False, True):  # symbolic inference fails on some graphs
             try:
                 quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
