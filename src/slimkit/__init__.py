@@ -35,6 +35,9 @@ _API = {
     "analyze": "slimkit.analyse.profile",
     "Report": "slimkit.report",
     "run_demo": "slimkit.demo",
+    "quantize": "slimkit.quantize",
+    "QuantizeConfig": "slimkit.quantize",
+    "DataParallel": "slimkit.parallel.pool",
 }
 
 __all__ = sorted(_API)

@@ -1,0 +1,44 @@
+"""Parallel execution: split the forward work, assign it to worker processes, coordinate.
+
+Data parallelism (:class:`DataParallel`): examples are cut into shards (``split``), each shard
+runs in one of several worker processes with pinned thread counts (``assign``), and the
+results come back merged in input order, with back-pressure and failures surfaced as errors
+naming the worker and the shard (``pool``).
+
+Names are imported lazily: importing ``slimkit.parallel`` (as every worker process does before
+it pins its threads) loads neither NumPy, torch nor ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_API = {
+    "DataParallel": "slimkit.parallel.pool",
+    "AdvancedParallelOptions": "slimkit.parallel.options",
+    "StartMethod": "slimkit.parallel.options",
+    "ModelSpec": "slimkit.parallel.spec",
+    "Shard": "slimkit.parallel.shards",
+    "split": "slimkit.parallel.shards",
+    "merge": "slimkit.parallel.shards",
+    "InOrder": "slimkit.parallel.shards",
+    "available_cores": "slimkit.parallel.assign",
+    "WorkerError": "slimkit.parallel.errors",
+    "WorkerCrashedError": "slimkit.parallel.errors",
+    "WorkerTimeoutError": "slimkit.parallel.errors",
+    "OversubscriptionWarning": "slimkit.parallel.errors",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'slimkit.parallel' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
