@@ -90,12 +90,18 @@ def mse_ranges(float_onnx: Path, data: Dataset, input_names: tuple[str, ...],
         )
         calibrator.collect_data(DatasetReader(data, input_names))
         histograms = calibrator.collector.histogram_dict
-    return {name: mse_clip_range(h[0], h[1], levels) for name, h in histograms.items()}
+    # ORT's histograms span a symmetric range; the observed min/max (h[2], h[3]) bound the search
+    return {name: mse_clip_range(h[0], h[1], levels, float(h[2]), float(h[3]))
+            for name, h in histograms.items()}
 
 
-def mse_clip_range(hist: np.ndarray, edges: np.ndarray, levels: int = 256) -> tuple[float, float]:
+def mse_clip_range(hist: np.ndarray, edges: np.ndarray, levels: int = 256,
+                   data_min: float | None = None,
+                   data_max: float | None = None) -> tuple[float, float]:
     """The [lo, hi] (containing 0) whose uniform ``levels``-step quantization of the histogram has
-    the smallest expected squared error: rounding noise step^2/12 inside, clipping error outside.
+    the smallest squared error, each bin's centre quantized as it would be (clipped, rounded to
+    the grid). Rounding the centres, rather than assuming step^2/12 noise everywhere, keeps the
+    many exact zeros after a ReLU from passing for noisy values and forcing over-clipping.
 
     Example:
         >>> x = np.concatenate([np.random.default_rng(0).uniform(size=1_000_000), [10.0]])
@@ -105,14 +111,17 @@ def mse_clip_range(hist: np.ndarray, edges: np.ndarray, levels: int = 256) -> tu
     """
     centers = (edges[:-1] + edges[1:]) / 2.0
     weights = hist.astype(np.float64)
-    lo0, hi0 = min(float(edges[0]), 0.0), max(float(edges[-1]), 0.0)
+    lo0 = min(float(edges[0]) if data_min is None else data_min, 0.0)
+    hi0 = max(float(edges[-1]) if data_max is None else data_max, 0.0)
     best, best_err = (lo0, hi0), np.inf
     for f_lo in np.linspace(0.05, 1.0, 40):
         for f_hi in np.linspace(0.05, 1.0, 40):
             lo, hi = lo0 * f_lo, hi0 * f_hi
             step = (hi - lo) / (levels - 1) or 1e-12
-            clipped = np.clip(centers, lo, hi)
-            err = np.sum(weights * ((centers - clipped) ** 2 + step**2 / 12.0))
+            zero_point = np.round(-lo / step)  # the grid holds 0 exactly, as ORT's does
+            grid = (np.clip(np.round(centers / step) + zero_point, 0, levels - 1)
+                    - zero_point) * step
+            err = np.sum(weights * (centers - grid) ** 2)
             if err < best_err:
                 best, best_err = (float(lo), float(hi)), err
     return best

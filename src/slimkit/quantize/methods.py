@@ -87,6 +87,10 @@ def quantize_static_job(job: QuantJob) -> dict[str, Any]:
         "DefaultTensorType": onnx.TensorProto.FLOAT,
     }
     if ranges:
+        # the model's outputs keep their full range: clipping logits ties the top classes
+        outputs = {o.name for o in onnx.load(str(job.float_path), load_external_data=False)
+                   .graph.output}
+        ranges = {name: r for name, r in ranges.items() if name not in outputs}
         extra["TensorQuantOverrides"] = {
             name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
             for name, (lo, hi) in ranges.items()}
