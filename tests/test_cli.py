@@ -260,3 +260,22 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(InputError, match="does not exist"):
         main(["--debug", "export", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")])
+
+
+def test_prune_command_writes_a_loadable_smaller_model(capsys, tmp_path):
+    out = tmp_path / "pruned"
+    code, printed, _ = run_cli(capsys, "prune", "builtin:resnet18-cifar", "-o", str(out),
+                               "--ratio", "0.5")
+    assert code == 0 and (out / "prune-plan.json").exists()
+    assert "Pruning: before and after" in printed
+    from slimkit import load_model
+    from slimkit.analyse.stats import model_stats
+
+    pruned = load_model(str(out))
+    assert model_stats(pruned).parameters < 0.3 * 11_173_962
+    code, printed, _ = run_cli(capsys, "prune", "builtin:digits-mlp", "-o",
+                               str(tmp_path / "masked"), "--unstructured", "--ratio", "0.7")
+    assert code == 0 and "no speed-up in dense runtimes" in printed
+    code, _, err = run_cli(capsys, "prune", "builtin:digits-mlp", "-o", str(tmp_path / "x"),
+                           "--ratio", "1.0")
+    assert_clean_failure(code, err, "ratio", 2)

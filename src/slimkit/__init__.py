@@ -38,6 +38,10 @@ _API = {
     "quantize": "slimkit.quantize",
     "QuantizeConfig": "slimkit.quantize",
     "DataParallel": "slimkit.parallel.pool",
+    "prune": "slimkit.prune",
+    "PruneConfig": "slimkit.prune",
+    "apply_plan": "slimkit.prune",
+    "load_pruned": "slimkit.prune",
 }
 
 __all__ = sorted(_API)

@@ -133,3 +133,16 @@ def print_quantize(report: dict[str, Any], report_path: Any) -> None:
     console.print(f"size {size['float_bytes'] / 2**20:.2f} MiB -> "
                   f"{size['quantized_bytes'] / 2**20:.2f} MiB; wrote {report['path']} and "
                   f"{report_path}")
+
+
+def print_prune(sections: dict[str, Any], folder: Any) -> None:
+    size = sections.get("size", {})
+    print_mapping("Pruning: before and after", size)
+    latency = sections.get("latency")
+    if latency:
+        print_bench(latency["rows"], [], latency.get("warnings", []))
+    for note in (sections.get("speed"), *[f"left unpruned: {s}" for s in
+                                         sections.get("skipped", [])][:10]):
+        if note:
+            console.print(str(note))
+    console.print(f"wrote {folder} (load it with slimkit.load_model or any command)")

@@ -127,8 +127,13 @@ def _torch_layer_macs(module: Any, args: tuple[Any, ...]) -> list[LayerCost]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*args)
+    was_training = module.training
+    module.eval()  # counting must not update BatchNorm statistics of a model in train mode
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(*args)
+    finally:
+        module.train(was_training)
     counts = counter.get_flop_counts()
     root = type(module).__name__
     totals = {

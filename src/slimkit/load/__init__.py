@@ -8,8 +8,9 @@ from slimkit.errors import ModelLoadError
 from slimkit.model import Model
 
 SPEC_HELP = (
-    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), "
-    "package.module:factory (or file.py:factory) with optional weights, or builtin:NAME"
+    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a folder "
+    "written by 'slimkit prune', package.module:factory (or file.py:factory) with optional "
+    "weights, or builtin:NAME"
 )
 
 
@@ -61,6 +62,10 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
         from slimkit.load.onnx_file import load_onnx
 
         return load_onnx(path)
+    from slimkit.prune.save import PLAN_FILE, is_pruned_folder, load_pruned
+
+    if is_pruned_folder(path) or path.name == PLAN_FILE:
+        return load_pruned(path)
     from slimkit.load.hf import is_hf_folder, load_hf_folder
 
     if is_hf_folder(path):

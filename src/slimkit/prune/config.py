@@ -1,0 +1,124 @@
+"""The pruning config: one frozen dataclass, validated on creation, that CLI flags and recipes
+map onto field by field."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from slimkit.errors import InputError
+from slimkit.selector import Selector
+
+
+class PruneMode(str, enum.Enum):
+    STRUCTURED = "structured"  # remove whole channels: a physically smaller, faster model
+    UNSTRUCTURED = "unstructured"  # zero single weights with masks: smaller files, same speed
+
+
+class Scope(str, enum.Enum):
+    LAYER = "layer"  # every channel group loses the same fraction
+    GLOBAL = "global"  # one ranking across groups (scores normalised by each group's mean)
+
+
+class GroupReduce(str, enum.Enum):
+    SUM = "sum"  # a coupled channel's importance: the sum over the layers it touches
+    MEAN = "mean"  # ... or their mean
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How to prune.
+
+    Args:
+        mode: structured (channels removed) or unstructured (single weights masked).
+        ratio: the fraction of channels (structured) or weights (unstructured) to remove,
+            in [0, 1).
+        scope: ``layer`` removes ``ratio`` of every group; ``global`` ranks all groups
+            together, so unimportant groups lose more.
+        importance: a criterion of ``slimkit.prune.importance.IMPORTANCE`` (l1, l2, taylor,
+            random); taylor needs data.
+        group_reduce: how the importance of one channel is combined over the coupled layers.
+        round_to: channels kept per group are a multiple of this (kernels stay efficient); a
+            group keeps at least one multiple and is never emptied.
+        exclude: layer rules (``name:``, ``re:``, ``type:``; see Selector) of layers whose
+            shapes must not change: neither their output nor their input channels are removed.
+        layer_ratios: ``(rule, ratio)`` pairs overriding ``ratio`` for the groups a matching
+            layer belongs to (layer scope; first matching rule wins).
+        seed: seeds the random criterion and the order of data; written into the report.
+        taylor_batches, batch_size: how much data the taylor criterion reads.
+
+    Example:
+        >>> PruneConfig(ratio=0.5, importance="l2").scope
+        <Scope.LAYER: 'layer'>
+    """
+
+    mode: PruneMode = PruneMode.STRUCTURED
+    ratio: float = 0.5
+    scope: Scope = Scope.LAYER
+    importance: str = "l1"
+    group_reduce: GroupReduce = GroupReduce.SUM
+    round_to: int = 8
+    exclude: tuple[str, ...] = ()
+    layer_ratios: tuple[tuple[str, float], ...] = ()
+    seed: int = 0
+    taylor_batches: int = 4
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name, kind in (("mode", PruneMode), ("scope", Scope), ("group_reduce", GroupReduce)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(k.value for k in kind)
+                raise InputError(f"{name} '{value}' is not one of: {choices}") from None
+        check_ratio(self.ratio, "ratio")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "layer_ratios",
+                           tuple((str(rule), r) for rule, r in self.layer_ratios))
+        Selector(self.exclude)  # validates the rules' syntax
+        Selector(tuple(rule for rule, _ in self.layer_ratios))
+        for rule, ratio in self.layer_ratios:
+            check_ratio(ratio, f"ratio of layer rule '{rule}'")
+        if self.layer_ratios and self.scope == Scope.GLOBAL:
+            raise InputError("layer_ratios apply to scope 'layer'; with scope 'global' the "
+                             "ranking decides each group's share: drop one of the two")
+        if self.round_to < 1:
+            raise InputError(f"round_to must be >= 1 (1 turns rounding off), got {self.round_to}")
+        if self.taylor_batches < 1 or self.batch_size < 1:
+            raise InputError("taylor_batches and batch_size must be >= 1")
+        from slimkit.prune.importance import IMPORTANCE
+
+        IMPORTANCE.get(self.importance)  # an unknown name fails here, listing the known ones
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, enum.Enum):
+                d[key] = value.value
+        d["exclude"] = list(self.exclude)
+        d["layer_ratios"] = [[rule, ratio] for rule, ratio in self.layer_ratios]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
+        """The config from ``to_dict``'s output (an allow-list of fields; unknown keys fail)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown pruning config fields {unknown}; known: {sorted(known)}")
+        fields = dict(data)
+        fields["exclude"] = tuple(fields.get("exclude", ()))
+        fields["layer_ratios"] = tuple(tuple(p) for p in fields.get("layer_ratios", ()))
+        return cls(**fields)
+
+
+def check_ratio(ratio: float, what: str) -> None:
+    """Raise unless ``ratio`` is a finite number in [0, 1)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+        raise InputError(f"{what} must be a number in [0, 1), got {ratio!r}")
+    if not 0.0 <= ratio < 1.0:
+        raise InputError(f"{what} must be in [0, 1) (the fraction removed; 1 would remove "
+                         f"everything), got {ratio}")

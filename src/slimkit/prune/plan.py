@@ -1,0 +1,151 @@
+"""A pruning plan: every decision as plain data (JSON), and ``apply_plan`` to replay it.
+
+A structured plan names, for every layer it changes, the indices of the output and input
+channels that stay; replaying it needs no tracing, only a model of the same architecture.
+It is also the save format of a pruned model (plan + safetensors weights, see ``save.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from slimkit.errors import InputError
+from slimkit.prune.layers import SURGERY, replace_module
+
+PLAN_FORMAT = "slimkit-prune-plan"
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerEdit:
+    """One layer made smaller: its original channel counts and the channels it keeps (None:
+    that axis is unchanged)."""
+
+    name: str
+    type: str
+    out_channels: int
+    in_channels: int | None
+    out_keep: tuple[int, ...] | None = None
+    in_keep: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("out_keep", "in_keep"):
+            d[key] = list(d[key]) if d[key] is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class GroupDecision:
+    """What happened to one group of coupled channels (for the report and the plan)."""
+
+    id: int
+    layers: tuple[str, ...]
+    channels: int
+    kept: int
+    target: float | None = None  # channels the ratio asked for, before rounding
+    note: str | None = None  # why it was rounded, clamped or left whole
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Every decision of one pruning run. ``mode`` is structured or unstructured (an
+    unstructured plan changes no shapes: its zeros live in the weights)."""
+
+    mode: str
+    model: dict[str, Any]
+    config: dict[str, Any]
+    layers: tuple[LayerEdit, ...] = ()
+    groups: tuple[GroupDecision, ...] = ()
+    skipped: tuple[dict[str, str], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "mode": self.mode,
+                "model": self.model, "config": self.config,
+                "layers": [edit.to_dict() for edit in self.layers],
+                "groups": [asdict(g) for g in self.groups],
+                "skipped": [dict(s) for s in self.skipped], "extra": self.extra}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrunePlan:
+        if data.get("format") != PLAN_FORMAT:
+            raise InputError(f"not a slimkit pruning plan (format '{data.get('format')}', "
+                             f"expected '{PLAN_FORMAT}')")
+        if data.get("version") != PLAN_VERSION:
+            raise InputError(f"pruning plan version {data.get('version')} is not supported "
+                             f"by this slimkit (reads version {PLAN_VERSION}); upgrade slimkit")
+        try:
+            layers = tuple(LayerEdit(**{**e, "out_keep": _tuple(e["out_keep"]),
+                                        "in_keep": _tuple(e["in_keep"])})
+                           for e in data["layers"])
+            groups = tuple(GroupDecision(**{**g, "layers": tuple(g["layers"])})
+                           for g in data["groups"])
+            return cls(data["mode"], dict(data["model"]), dict(data["config"]), layers, groups,
+                       tuple(data.get("skipped", ())), dict(data.get("extra", {})))
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"the pruning plan is damaged ({type(exc).__name__}: {exc})") \
+                from None
+
+    @classmethod
+    def from_json(cls, text: str) -> PrunePlan:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"the pruning plan is not valid JSON: {exc}") from None
+
+
+def _tuple(value: list[int] | None) -> tuple[int, ...] | None:
+    return tuple(int(v) for v in value) if value is not None else None
+
+
+def apply_plan(module: nn.Module, plan: PrunePlan) -> nn.Module:
+    """Replay ``plan`` on ``module`` (changed in place: pass a fresh model) and return it.
+
+    Every named layer must exist with the type and channel counts the plan was made for;
+    otherwise nothing is changed and the error names the layer.
+
+    Example:
+        >>> import torch
+        >>> from slimkit.testing import tiny_cnn
+        >>> edits = (LayerEdit("conv", "Conv2d", 8, 3, out_keep=(0, 2, 5, 7)),
+        ...          LayerEdit("bn", "BatchNorm2d", 8, None, out_keep=(0, 2, 5, 7)),
+        ...          LayerEdit("fc", "Linear", 4, 8, in_keep=(0, 2, 5, 7)))
+        >>> small = apply_plan(tiny_cnn(), PrunePlan("structured", {}, {}, edits))
+        >>> small.conv.out_channels, small(torch.zeros(1, 3, 8, 8)).shape
+        (4, torch.Size([1, 4]))
+    """
+    modules = dict(module.named_modules())
+    for edit in plan.layers:
+        _check_layer(modules, edit)
+    for edit in plan.layers:
+        new = SURGERY.get(edit.type).rebuild(modules[edit.name], edit.out_keep, edit.in_keep)
+        replace_module(module, edit.name, new)
+    return module
+
+
+def _check_layer(modules: dict[str, nn.Module], edit: LayerEdit) -> None:
+    layer = modules.get(edit.name)
+    if layer is None:
+        raise InputError(f"the pruning plan changes layer '{edit.name}', which this model does "
+                         "not have; apply the plan to the architecture it was made for")
+    if type(layer).__name__ != edit.type:
+        raise InputError(f"layer '{edit.name}' is a {type(layer).__name__}; the pruning plan "
+                         f"expects a {edit.type}")
+    axes = SURGERY.get(edit.type).axes(layer)
+    if axes != (edit.out_channels, edit.in_channels):
+        raise InputError(f"layer '{edit.name}' has channels (out, in) {axes}; the pruning plan "
+                         f"expects {(edit.out_channels, edit.in_channels)}: a plan applies "
+                         "only to the model it was made from (already pruned, or pruned twice?)")
+    for keep, size in ((edit.out_keep, edit.out_channels), (edit.in_keep, edit.in_channels)):
+        if keep is not None and (not keep or size is None or min(keep) < 0
+                                 or max(keep) >= size or list(keep) != sorted(set(keep))):
+            raise InputError(f"the pruning plan keeps invalid channels {list(keep)[:8]} of "
+                             f"layer '{edit.name}' (it has {size}); the plan is damaged")
