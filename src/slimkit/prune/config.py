@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from slimkit.config import coerce_enums
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -67,13 +68,7 @@ class PruneConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for name, kind in (("mode", PruneMode), ("scope", Scope), ("group_reduce", GroupReduce)):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                choices = ", ".join(k.value for k in kind)
-                raise InputError(f"{name} '{value}' is not one of: {choices}") from None
+        coerce_enums(self, {"mode": PruneMode, "scope": Scope, "group_reduce": GroupReduce})
         check_ratio(self.ratio, "ratio")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "layer_ratios",

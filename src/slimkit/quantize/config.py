@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from slimkit.config import coerce_enums
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -76,14 +77,8 @@ class QuantizeConfig:
     smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:
-        for name, kind in (("mode", QuantMode), ("method", CalibMethod),
-                           ("activation_type", ActivationType)):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                choices = ", ".join(k.value for k in kind)
-                raise InputError(f"{name} '{value}' is not one of: {choices}") from None
+        coerce_enums(self, {"mode": QuantMode, "method": CalibMethod,
+                            "activation_type": ActivationType})
         Selector(tuple(self.exclude))  # validates the rules' syntax
         if self.calibration_size < 1:
             raise InputError("calibration_size must be >= 1")

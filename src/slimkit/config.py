@@ -1,0 +1,33 @@
+"""What every technique's frozen config dataclass shares: turning the strings that the CLI and
+recipes give into the config's enums, with an error that lists the choices."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from slimkit.errors import InputError
+
+
+def coerce_enums(config: Any, fields: dict[str, type[enum.Enum]]) -> None:
+    """Replace each named field of a frozen dataclass by its enum member (from a str or member).
+
+    Example:
+        >>> import dataclasses
+        >>> class Mode(str, enum.Enum):
+        ...     A = "a"
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class C:
+        ...     mode: Mode = Mode.A
+        ...     def __post_init__(self):
+        ...         coerce_enums(self, {"mode": Mode})
+        >>> C(mode="a").mode is Mode.A
+        True
+    """
+    for name, kind in fields.items():
+        value = getattr(config, name)
+        try:
+            object.__setattr__(config, name, kind(value))
+        except ValueError:
+            choices = ", ".join(str(k.value) for k in kind)
+            raise InputError(f"{name} '{value}' is not one of: {choices}") from None
