@@ -278,3 +278,22 @@ def test_smooth_quant_leaves_post_ln_models_alone(tmp_path):
                       measure=False)
     info = result.sections["smooth_quant"]
     assert info["pairs"] == 0 and "post-LN" in info["not_applicable"]
+
+
+def test_kernel_proof_rejects_weight_only_fallback():
+    from onnx import helper
+
+    node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], name="mm",
+                            domain="com.microsoft")
+    qnode = helper.make_node("QGemm", ["a"], ["b"], name="g", domain="com.microsoft")
+    proof = kernel_proof(helper.make_model(helper.make_graph([node, qnode], "g", [], [])))
+    assert proof.integer_ops == 1 and proof.weight_only_ops == 1 and not proof.ok
+
+
+def test_dynamic_mode_leaves_convolutions_float(tmp_path):
+    result = quantize(tiny_model("cnn"), tmp_path / "q.onnx", QuantizeConfig(mode="dynamic"),
+                      measure=False)
+    ops = result.sections["proof"]["op_counts"]
+    assert "ConvInteger" not in ops and result.sections["proof"]["ok"]
+    assert any("leaves convolutions in float" in r
+               for r in result.sections["preflight"]["reasons"])

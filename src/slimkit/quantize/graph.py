@@ -16,10 +16,12 @@ from slimkit.selector import Layer, module_path_of_onnx_node
 
 # ops whose weights int8/int4 quantization targets
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv", "Attention")
-# ops that show an integer (or int4 weight) kernel ran
+# weight-only kernels: int4/int8 weights dequantized into float compute (no integer GEMM)
+WEIGHT_ONLY_OPS = frozenset({"MatMulNBits"})
+# ops that show an integer kernel ran
 INTEGER_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
-    "QGemm", "MatMulNBits", "QAttention", "MatMulIntegerToFloat", "QLinearAdd",
+    "QGemm", "QAttention", "MatMulIntegerToFloat", "QLinearAdd",
     "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearConcat", "QLinearMul",
     "QLinearAveragePool", "DynamicQuantizeLSTM", "QLinearLeakyRelu", "QLinearSoftmax",
 })
@@ -63,13 +65,16 @@ class KernelProof:
     integer_ops: int
     float_compute_ops: int
     unfused_qdq: list[str] = field(default_factory=list)
+    weight_only_ops: int = 0  # e.g. MatMulNBits: quantized weights, float compute
 
     @property
     def ok(self) -> bool:
-        return self.integer_ops > 0 and not self.unfused_qdq
+        """Integer kernels ran, and no quantized layer fell back to float or weight-only."""
+        return self.integer_ops > 0 and not self.unfused_qdq and not self.weight_only_ops
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "integer_ops": self.integer_ops,
+                "weight_only_ops": self.weight_only_ops,
                 "float_compute_ops": self.float_compute_ops, "unfused_qdq": self.unfused_qdq[:20],
                 "op_counts": self.op_counts}
 
@@ -102,7 +107,8 @@ def kernel_proof(proto: Any) -> KernelProof:
             for i in node.input[:2])
     ]
     return KernelProof(dict(counts.most_common()), sum(counts[o] for o in INTEGER_OPS),
-                       sum(counts[o] for o in FLOAT_COMPUTE_OPS), unfused)
+                       sum(counts[o] for o in FLOAT_COMPUTE_OPS), unfused,
+                       sum(counts[o] for o in WEIGHT_ONLY_OPS))
 
 
 def gemm_to_matmul(proto: Any) -> int:

@@ -20,6 +20,8 @@ from slimkit.quantize.config import ActivationType, QuantizeConfig, QuantMode
 # ops whose time int8 quantization turns into integer time
 INT8_COVERED = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "Conv", "FusedConv", "NchwcConv",
                 "Attention", "QAttention")
+# dynamic mode quantizes no convolution (see methods.DYNAMIC_OP_TYPES)
+DYNAMIC_COVERED = tuple(op for op in INT8_COVERED if "Conv" not in op)
 PAYS_THRESHOLD = 1.1  # an expected gain below 10% is within the noise of a shared machine
 
 
@@ -109,7 +111,8 @@ def run_preflight(float_onnx: Path, config: QuantizeConfig, model_inputs: Any,
     if model_inputs is not None:
         model.inputs = model_inputs
     shares, _ = profile_ops(model, batch=1, sequence=128, threads=threads, runs=5)
-    covered = sum(share for op, share in shares.items() if op in INT8_COVERED)
+    covered_ops = DYNAMIC_COVERED if config.mode == QuantMode.DYNAMIC else INT8_COVERED
+    covered = sum(share for op, share in shares.items() if op in covered_ops)
     reasons: list[str] = []
     if config.mode in (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.QAT):
         ceiling = u8s8 if act == "u8" else s8s8
@@ -126,7 +129,11 @@ def run_preflight(float_onnx: Path, config: QuantizeConfig, model_inputs: Any,
                            "none on Zen 1): the measured ratio above is this CPU's")
         if config.mode == QuantMode.DYNAMIC:
             reasons.append("dynamic mode quantizes activations at run time (a small extra cost "
-                           "per layer)")
+                           "per layer) and leaves convolutions in float; for CNNs use static")
+        if config.mode != QuantMode.DYNAMIC and "Attention" in shares:
+            reasons.append("static int8 on a fused transformer: ONNX Runtime has no QDQ kernel "
+                           "for Attention and may run MatMuls weight-only; dynamic mode is the "
+                           "integer path for transformer encoders")
     elif config.mode == QuantMode.INT4:
         expected = 1.0
         reasons.append("int4 weight-only shrinks MatMul weights 8x; on CPU it speeds up only "
