@@ -4,6 +4,7 @@ recipes give into the config's enums, with an error that lists the choices."""
 from __future__ import annotations
 
 import enum
+from dataclasses import asdict
 from typing import Any
 
 from slimkit.errors import InputError
@@ -31,3 +32,16 @@ def coerce_enums(config: Any, fields: dict[str, type[enum.Enum]]) -> None:
         except ValueError:
             choices = ", ".join(str(k.value) for k in kind)
             raise InputError(f"{name} '{value}' is not one of: {choices}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A frozen config dataclass as plain JSON data: enums by value, tuples as lists."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return {key: plain(value) for key, value in asdict(config).items()}

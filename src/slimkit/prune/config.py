@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from slimkit.config import coerce_enums
+from slimkit.config import coerce_enums, config_to_dict
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -89,13 +89,7 @@ class PruneConfig:
         IMPORTANCE.get(self.importance)  # an unknown name fails here, listing the known ones
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key, value in d.items():
-            if isinstance(value, enum.Enum):
-                d[key] = value.value
-        d["exclude"] = list(self.exclude)
-        d["layer_ratios"] = [[rule, ratio] for rule, ratio in self.layer_ratios]
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:

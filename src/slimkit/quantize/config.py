@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from slimkit.config import coerce_enums
+from slimkit.config import coerce_enums, config_to_dict
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -94,9 +94,4 @@ class QuantizeConfig:
             raise InputError("max_drop must be a finite number >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key, value in d.items():
-            if isinstance(value, enum.Enum):
-                d[key] = value.value
-        d["exclude"] = list(self.exclude)
-        return d
+        return config_to_dict(self)
