@@ -23,3 +23,14 @@ def minilm():
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny workloads only contend on a busy 2-core CI machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

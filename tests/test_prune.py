@@ -30,13 +30,7 @@ from slimkit.testing import assert_close_to_reference
 SMALL_INPUT = {"resnet18": (1, 3, 64, 64), "mobilenetv2": (1, 3, 64, 64)}  # fast to trace
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny workloads only contend on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -9,14 +9,7 @@ from slimkit.model import Model, Task, TensorSpec
 from slimkit.prune import PruneConfig, cubic_sparsity, finalize, load_pruned, prune
 from slimkit.testing import assert_close_to_reference
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny workloads only contend on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -11,8 +11,7 @@ it pins its threads) loads neither NumPy, torch nor ONNX Runtime.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from slimkit._lazy import lazy_exports
 
 # public name -> module that defines it
 _API = {
@@ -34,11 +33,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'slimkit.parallel' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+__getattr__, __dir__ = lazy_exports("slimkit.parallel", _API, globals())
