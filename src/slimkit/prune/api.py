@@ -15,6 +15,7 @@ from slimkit.data import Dataset, synthetic
 from slimkit.errors import VerificationError
 from slimkit.model import Model
 from slimkit.prune.config import PruneConfig
+from slimkit.prune.finetune import FinetuneConfig
 from slimkit.prune.plan import PrunePlan
 from slimkit.prune.structured import plan_pruning, structured_model
 from slimkit.prune.trace import eval_mode
@@ -45,13 +46,17 @@ class PruneResult:
 
 
 def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None = None, *,
-          measure: bool = False, threads: int = 1) -> PruneResult:
+          finetune: FinetuneConfig | None = None, measure: bool = False,
+          threads: int = 1) -> PruneResult:
     """Prune ``model``: remove channels (structured) or mask weights (unstructured).
 
     Args:
         model: a torch model; it is not modified.
         config: mode, ratio, scope, importance, rounding, exclusions.
-        data: examples for data-driven importance (taylor).
+        data: examples for data-driven importance (taylor, saliency; slimming and
+            group_lasso train on it first) and for fine-tuning.
+        finetune: prune in ``finetune.iterations`` steps, fine-tuning on ``data`` (labels,
+            cross-entropy) after each; see ``prune_and_finetune`` for a custom loss.
         measure: benchmark ONNX Runtime latency of the original and the pruned model
             (exports both; seconds of work).
         threads: threads for that measurement.
@@ -64,11 +69,37 @@ def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None 
     """
     config = config or PruneConfig()
     model.require_module("pruning")
-    pruned, plan, sections = METHODS.get(config.mode.value)(model, config, data)
-    report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, **sections}
+    if finetune is not None:
+        from slimkit.prune.finetune import prune_and_finetune
+
+        result = prune_and_finetune(model, config, data, finetune)
+    else:
+        result = prune_once(model, config, data)
     if measure:
-        report["latency"] = measure_latency(model, pruned, threads)
+        result.sections["latency"] = measure_latency(model, result.model, threads)
+    return result
+
+
+def prune_once(model: Model, config: PruneConfig, data: Dataset | None) -> PruneResult:
+    """One pruning step without fine-tuning (a regularised criterion sparse-trains first)."""
+    source = _sparse_trained(model, config, data)
+    pruned, plan, sections = METHODS.get(config.mode.value)(source, config, data)
+    report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, **sections}
+    if source is not model:
+        report["sparse_training"] = source.meta.get("sparse_training")
     return PruneResult(pruned, plan, report)
+
+
+def _sparse_trained(model: Model, config: PruneConfig, data: Dataset | None) -> Model:
+    """The model the regularised criteria (slimming, group_lasso) prune: ``model`` trained
+    with their penalty; ``model`` itself for every other criterion."""
+    from slimkit.prune.importance import REGULARISED
+    from slimkit.prune.regularise import SparseTraining, sparse_train
+
+    if config.importance not in REGULARISED:
+        return model
+    return sparse_train(model, config.importance, data, SparseTraining(
+        config.penalty, config.sparse_epochs, config.sparse_lr, config.batch_size, config.seed))
 
 
 @METHODS.register("structured")
@@ -81,8 +112,7 @@ def _structured(model: Model, config: PruneConfig,
         "size": size_section(model, pruned),
         "importance": {"criterion": config.importance, "group_reduce": config.group_reduce.value,
                        "scope": config.scope.value, "loss": plan.extra.get("importance_loss")},
-        "groups": [{"group": g.id, "layers": _short(g.layers), "channels": g.channels,
-                    "kept": g.kept, "note": g.note or ""} for g in plan.groups],
+        "groups": groups_section(plan),
         "skipped": skipped_section(plan),
     }
     return pruned, plan, sections
@@ -104,6 +134,12 @@ def size_section(before: Model, after: Model) -> dict[str, Any]:
             "macs_before": a.macs, "macs_after": b.macs,
             "macs_ratio": round(b.macs / max(a.macs, 1), 4),
             "bytes_before": a.size_bytes, "bytes_after": b.size_bytes}
+
+
+def groups_section(plan: PrunePlan) -> list[dict[str, Any]]:
+    """One row per group of coupled channels: its layers, channels before and kept."""
+    return [{"group": g.id, "layers": _short(g.layers), "channels": g.channels,
+             "kept": g.kept, "note": g.note or ""} for g in plan.groups]
 
 
 def skipped_section(plan: PrunePlan) -> list[dict[str, str]]:

@@ -36,10 +36,13 @@ class PruneConfig:
         mode: structured (channels removed) or unstructured (single weights masked).
         ratio: the fraction of channels (structured) or weights (unstructured) to remove,
             in [0, 1).
+        head_ratio, ffn_ratio: for transformers, the fraction of attention heads and of FFN
+            neurons to remove (None: ``ratio``); see ``prune/attention.py``.
         scope: ``layer`` removes ``ratio`` of every group; ``global`` ranks all groups
             together, so unimportant groups lose more.
-        importance: a criterion of ``slimkit.prune.importance.IMPORTANCE`` (l1, l2, taylor,
-            random); taylor needs data.
+        importance: a criterion of ``slimkit.prune.importance.IMPORTANCE``: l1, l2, random
+            (no data); taylor, saliency (gradients on data); slimming, group_lasso (a short
+            sparse-training pass on labelled data first, then the trained model is pruned).
         group_reduce: how the importance of one channel is combined over the coupled layers.
         round_to: channels kept per group are a multiple of this (kernels stay efficient); a
             group keeps at least one multiple and is never emptied.
@@ -48,7 +51,9 @@ class PruneConfig:
         layer_ratios: ``(rule, ratio)`` pairs overriding ``ratio`` for the groups a matching
             layer belongs to (layer scope; first matching rule wins).
         seed: seeds the random criterion and the order of data; written into the report.
-        taylor_batches, batch_size: how much data the taylor criterion reads.
+        taylor_batches, batch_size: how much data the gradient criteria read.
+        penalty, sparse_epochs, sparse_lr: strength of the L1 / group-lasso penalty, epochs
+            and Adam learning rate of the sparse training of slimming and group_lasso.
 
     Example:
         >>> PruneConfig(ratio=0.5, importance="l2").scope
@@ -57,6 +62,8 @@ class PruneConfig:
 
     mode: PruneMode = PruneMode.STRUCTURED
     ratio: float = 0.5
+    head_ratio: float | None = None
+    ffn_ratio: float | None = None
     scope: Scope = Scope.LAYER
     importance: str = "l1"
     group_reduce: GroupReduce = GroupReduce.SUM
@@ -66,10 +73,16 @@ class PruneConfig:
     seed: int = 0
     taylor_batches: int = 4
     batch_size: int = 32
+    penalty: float = 1e-4
+    sparse_epochs: int = 2
+    sparse_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         coerce_enums(self, {"mode": PruneMode, "scope": Scope, "group_reduce": GroupReduce})
         check_ratio(self.ratio, "ratio")
+        for name in ("head_ratio", "ffn_ratio"):
+            if getattr(self, name) is not None:
+                check_ratio(getattr(self, name), name)
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "layer_ratios",
                            tuple((str(rule), r) for rule, r in self.layer_ratios))
@@ -84,6 +97,11 @@ class PruneConfig:
             raise InputError(f"round_to must be >= 1 (1 turns rounding off), got {self.round_to}")
         if self.taylor_batches < 1 or self.batch_size < 1:
             raise InputError("taylor_batches and batch_size must be >= 1")
+        if not (math.isfinite(self.penalty) and self.penalty > 0 and self.sparse_lr > 0
+                and self.sparse_epochs >= 1):
+            raise InputError("sparse training needs penalty > 0, sparse_lr > 0 and "
+                             f"sparse_epochs >= 1 (got {self.penalty}, {self.sparse_lr}, "
+                             f"{self.sparse_epochs})")
         from slimkit.prune.importance import IMPORTANCE
 
         IMPORTANCE.get(self.importance)  # an unknown name fails here, listing the known ones

@@ -1,10 +1,12 @@
 """Importance criteria (``IMPORTANCE``, by name) and group importance of coupled channels.
 
 A criterion gives every scored parameter an element-wise *saliency* of the same shape (l1:
-``|w|``, l2: ``w**2``, taylor: ``|w * dL/dw|`` summed over batches, random: uniform noise).
+``|w|``, l2: ``w**2``, taylor: ``|w * dL/dw|`` summed over batches, saliency: Optimal Brain
+Damage's ``0.5 * w**2 * sum(g**2)``, slimming: ``|gamma|`` of norm layers after sparse training,
+group_lasso: ``w**2`` after sparse training with a group-lasso penalty, random: uniform noise).
 Structured pruning sums a layer's saliency over all but one axis to score each of its channels,
 then combines the layers of a coupled channel (sum or mean); unstructured pruning ranks the
-elements directly. Criteria only read the model: taylor works on a copy.
+elements directly. Criteria only read the model: data-driven ones work on a copy.
 """
 
 from __future__ import annotations
@@ -77,23 +79,71 @@ def taylor(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
     output (the MSE to the original outputs has a zero gradient at the unpruned weights, so
     its first-order score would be zero everywhere).
     """
+    return _accumulate(ctx, "taylor", lambda w, g: (w * g).abs())
+
+
+@IMPORTANCE.register("saliency")
+def saliency(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+    """Gradient saliency of Optimal Brain Damage: ``0.5 * w**2 * sum(g**2)``, the diagonal
+    of the Hessian approximated by the empirical Fisher (squared gradients summed over up to
+    ``batches`` batches; same loss as taylor). Unlike taylor, gradients of opposite sign in
+    different batches do not cancel."""
+    return _accumulate(ctx, "saliency", lambda w, g: 0.5 * w.pow(2) * g.pow(2))
+
+
+@IMPORTANCE.register("slimming")
+def slimming(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+    """Network slimming: ``|gamma|`` of the norm layers after sparse training with an L1
+    penalty on them (see ``regularise.py``); needs labelled data unless the model was
+    sparse-trained already (``prune`` does that with the config's settings)."""
+    from slimkit.prune.regularise import norm_scales
+
+    module = _regularised(ctx, "slimming").require_module("importance")
+    return norm_scales(module, ctx.parameters)
+
+
+@IMPORTANCE.register("group_lasso")
+def group_lasso(ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+    """Group lasso: ``w**2`` (a channel's squared L2 norm) after sparse training with the
+    sum of the channels' L2 norms as penalty; data as for slimming."""
+    params = dict(_regularised(ctx, "group_lasso").require_module("importance")
+                  .named_parameters())
+    return {name: params[name].detach().pow(2) for name in ctx.parameters}
+
+
+def _regularised(ctx: ImportanceContext, criterion: str) -> Model:
+    from slimkit.prune.regularise import SparseTraining, is_sparse_trained, sparse_train
+
+    if is_sparse_trained(ctx.model, criterion):
+        return ctx.model
+    return sparse_train(ctx.model, criterion, ctx.data,
+                        SparseTraining(batch_size=ctx.batch_size, seed=ctx.seed))
+
+
+REGULARISED = ("slimming", "group_lasso")  # criteria that train the model before scoring
+
+
+def _accumulate(ctx: ImportanceContext, criterion: str,
+                term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """Sum ``term(w, dL/dw)`` over up to ``ctx.batches`` batches, on a copy of the model."""
     if ctx.data is None or len(ctx.data) == 0:
-        raise InputError("importance 'taylor' needs data (a Dataset, or --data on the command "
-                         "line); use l1, l2 or random without data")
+        raise InputError(f"importance '{criterion}' needs data (a Dataset, or --data on the "
+                         "command line); use l1, l2 or random without data")
     module = copy.deepcopy(ctx.model.require_module("importance")).eval()
     params = dict(module.named_parameters())
     totals = {name: torch.zeros_like(params[name]) for name in ctx.parameters}
     batches = itertools.islice(ctx.data.batches(ctx.batch_size), ctx.batches)
     count = min(ctx.batches, math.ceil(len(ctx.data) / ctx.batch_size))
     with torch.enable_grad():
-        for inputs, labels in progress(batches, "taylor importance", count):
+        for inputs, labels in progress(batches, f"{criterion} importance", count):
             module.zero_grad(set_to_none=True)
             output = _first_tensor(module(*ctx.model.torch_args(inputs)))
             _loss(output, labels, ctx.model.task).backward()
-            for name, saliency in totals.items():
+            for name, total in totals.items():
                 grad = params[name].grad
                 if grad is not None:
-                    saliency += (params[name].detach() * grad).abs()
+                    total += term(params[name].detach(), grad)
     return totals
 
 

@@ -8,13 +8,13 @@ It is also the save format of a pruned model (plan + safetensors weights, see ``
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
 from slimkit.errors import InputError
-from slimkit.prune.layers import SURGERY, replace_module
+from slimkit.prune.layers import Surgery, replace_module
 
 PLAN_FORMAT = "slimkit-prune-plan"
 PLAN_VERSION = 1
@@ -126,9 +126,16 @@ def apply_plan(module: nn.Module, plan: PrunePlan) -> nn.Module:
     for edit in plan.layers:
         _check_layer(modules, edit)
     for edit in plan.layers:
-        new = SURGERY.get(edit.type).rebuild(modules[edit.name], edit.out_keep, edit.in_keep)
+        new = _surgery(edit, modules[edit.name]).rebuild(modules[edit.name], edit.out_keep,
+                                                         edit.in_keep)
         replace_module(module, edit.name, new)
     return module
+
+
+def _surgery(edit: LayerEdit, layer: nn.Module) -> Surgery:
+    from slimkit.prune.attention import surgery_for  # also modules holding head counts
+
+    return surgery_for(edit.type, layer)
 
 
 def _check_layer(modules: dict[str, nn.Module], edit: LayerEdit) -> None:
@@ -139,7 +146,7 @@ def _check_layer(modules: dict[str, nn.Module], edit: LayerEdit) -> None:
     if type(layer).__name__ != edit.type:
         raise InputError(f"layer '{edit.name}' is a {type(layer).__name__}; the pruning plan "
                          f"expects a {edit.type}")
-    axes = SURGERY.get(edit.type).axes(layer)
+    axes = _surgery(edit, layer).axes(layer)
     if axes != (edit.out_channels, edit.in_channels):
         raise InputError(f"layer '{edit.name}' has channels (out, in) {axes}; the pruning plan "
                          f"expects {(edit.out_channels, edit.in_channels)}: a plan applies "
@@ -149,3 +156,38 @@ def _check_layer(modules: dict[str, nn.Module], edit: LayerEdit) -> None:
                                  or max(keep) >= size or list(keep) != sorted(set(keep))):
             raise InputError(f"the pruning plan keeps invalid channels {list(keep)[:8]} of "
                              f"layer '{edit.name}' (it has {size}); the plan is damaged")
+
+
+def compose_plans(first: PrunePlan, second: PrunePlan) -> PrunePlan:
+    """One structured plan equal to applying ``first`` and then ``second`` (made on the model
+    ``first`` produced): kept indices are mapped back to the original channels.
+
+    Example:
+        >>> a = PrunePlan("structured", {}, {}, (LayerEdit("fc", "Linear", 8, 4, (1, 3, 5, 7)),))
+        >>> b = PrunePlan("structured", {}, {}, (LayerEdit("fc", "Linear", 4, 4, (0, 2)),))
+        >>> compose_plans(a, b).layers[0].out_keep
+        (1, 5)
+    """
+    if first.mode != "structured" or second.mode != "structured":
+        raise InputError("only structured plans compose (unstructured plans change no shapes)")
+    edits = {edit.name: edit for edit in first.layers}
+    for edit in second.layers:
+        base = edits.get(edit.name)
+        if base is None:
+            edits[edit.name] = edit
+            continue
+        edits[edit.name] = replace(
+            base, out_keep=_compose(base.out_keep, edit.out_keep),
+            in_keep=_compose(base.in_keep, edit.in_keep))
+    originals = {g.id: g for g in first.groups}
+    groups = tuple(replace(g, channels=originals[g.id].channels if g.id in originals
+                           else g.channels) for g in second.groups)
+    return replace(second, model=first.model, layers=tuple(edits.values()), groups=groups,
+                   extra={**first.extra, **second.extra})
+
+
+def _compose(outer: tuple[int, ...] | None,
+             inner: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if inner is None:
+        return outer
+    return inner if outer is None else tuple(outer[i] for i in inner)
