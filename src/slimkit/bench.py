@@ -8,7 +8,7 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from slimkit.runtime import RuntimeOptions, Session, create_session
 
 T = TypeVar("T")
 BUSY_CORES = 0.25  # other processes' CPU above which a timing is flagged
+TORCH_RUNTIMES = ("torch", "torch-compile")  # runtimes that run the torch module itself
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class BenchConfig:
     min_iters: int = 3
     provider: str = "cpu"
     seed: int = 0
+    runtime_options: RuntimeOptions | None = None  # e.g. a tuned config; threads/provider above win
 
     def __post_init__(self) -> None:
         if not self.runtimes:
@@ -67,6 +69,7 @@ class BenchRow:
     runs: int
     other_cpu_cores: float = 0.0  # CPU used by other processes while this case ran
     speedup: float = 1.0  # p50 of this setting's first case / p50 of this case
+    compile_seconds: float = 0.0  # torch.compile: compile time, kept out of the latencies
 
 
 @dataclass
@@ -78,7 +81,14 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
-                "warnings": self.warnings, "config": asdict(self.config)}
+                "warnings": self.warnings, "config": _config_dict(self.config)}
+
+
+def _config_dict(config: BenchConfig) -> dict[str, Any]:
+    data = asdict(config)
+    if config.runtime_options is not None:
+        data["runtime_options"] = config.runtime_options.to_dict()
+    return data
 
 
 def benchmark(models: list[Model], config: BenchConfig | None = None) -> BenchResult:
@@ -122,11 +132,11 @@ def _targets(models: list[Model], config: BenchConfig, tmp: Path,
     for i, model in enumerate(models):
         exported: Model | None = None
         for runtime in config.runtimes:
-            if runtime == "torch" and model.module is None:
+            if runtime in TORCH_RUNTIMES and model.module is None:
                 skipped.append({"model": model.name, "runtime": runtime,
                                 "reason": "an ONNX file has no torch module to run"})
                 continue
-            if runtime != "torch" and model.module is not None:
+            if runtime not in TORCH_RUNTIMES and model.module is not None:
                 exported = exported or export_onnx(model, tmp / f"{i}-{model.name}.onnx").model
                 targets.append((model, runtime, exported))
             else:
@@ -140,7 +150,8 @@ def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfi
                      threads: int, batch: int) -> list[BenchRow]:
     from slimkit.analyse.stats import run_measuring_rss
 
-    options = RuntimeOptions(threads=threads, provider=config.provider)
+    options = replace(config.runtime_options or RuntimeOptions(), threads=threads,
+                      provider=config.provider)
     sessions: list[Session] = []
     try:
         memory, iters, inputs = [], [], []
@@ -163,14 +174,16 @@ def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfi
                     functools.partial(_timed_runs, sessions[i], inputs[i], iters[i]))
                 timings[i] += runs
                 others[i] = max(others[i], busy)
+        compiled = [float(getattr(s, "total_compile_seconds", 0.0)) for s in sessions]
     finally:
         for session in sessions:
             session.close()
     rows = [_row(model, runtime, threads, batch, t, mem, other)
             for (model, runtime, _), t, mem, other in zip(targets, timings, memory, others,
                                                           strict=True)]
-    for row in rows:
+    for row, seconds in zip(rows, compiled, strict=True):
         row.speedup = rows[0].p50_ms / row.p50_ms if row.p50_ms else float("nan")
+        row.compile_seconds = round(seconds, 3)
     return rows
 
 

@@ -7,33 +7,97 @@ never leaves the process's thread settings changed.
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from slimkit.config import coerce_enums, config_to_dict
 from slimkit.errors import InputError
 from slimkit.model import Model
 from slimkit.registry import Registry
 
 
+class ExecutionMode(str, enum.Enum):
+    """ONNX Runtime's graph execution: one node at a time, or independent branches at once."""
+
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+class GraphOptimization(str, enum.Enum):
+    """ONNX Runtime's graph optimisation levels."""
+
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+class Precision(str, enum.Enum):
+    """Compute precision; ``fp16`` only on GPU providers (CPU kernels for it are slow or absent)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run: thread count, execution provider (ONNX Runtime) and graph optimisation level.
+    """How to run: threads, execution mode, provider/device, graph optimisation, precision.
 
-    ``optimized_model_path`` saves ONNX Runtime's optimised graph there (for inspection).
+    ``provider`` names the device: ``cpu``, ``cuda`` (torch and ONNX Runtime), ``tensorrt`` or
+    ``openvino`` (ONNX Runtime); which ones this machine has is checked when a session opens.
+    ``inter_op_threads`` and ``execution_mode`` apply to ONNX Runtime (torch's inter-op pool is
+    fixed once the process has used it). ``optimized_model_path`` saves ONNX Runtime's optimised
+    graph there, so it can be deployed without optimising again at start-up.
+
+    Example:
+        >>> o = RuntimeOptions.from_dict({"threads": 2, "execution_mode": "parallel"})
+        >>> o.execution_mode.value, o.to_dict()["threads"]
+        ('parallel', 2)
     """
 
     threads: int = 1
+    inter_op_threads: int = 1
+    execution_mode: ExecutionMode = ExecutionMode.SEQUENTIAL
     provider: str = "cpu"
-    graph_optimization: str = "all"
+    graph_optimization: GraphOptimization = GraphOptimization.ALL
+    precision: Precision = Precision.FP32
     optimized_model_path: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise InputError(f"threads must be >= 1, got {self.threads}")
+        for name in ("threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+        coerce_enums(self, {"execution_mode": ExecutionMode,
+                            "graph_optimization": GraphOptimization, "precision": Precision})
+        if self.precision is Precision.FP16 and self.provider not in GPU_PROVIDERS:
+            raise InputError(f"precision fp16 needs a GPU provider ({', '.join(GPU_PROVIDERS)}); "
+                             f"provider '{self.provider}' runs fp32 (use int8 quantization for "
+                             "a smaller, faster CPU model)")
+        if self.optimized_model_path is not None:
+            object.__setattr__(self, "optimized_model_path", Path(self.optimized_model_path))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = config_to_dict(self)
+        if self.optimized_model_path is not None:
+            data["optimized_model_path"] = str(self.optimized_model_path)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuntimeOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown runtime option(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
 
 
 class Session(Protocol):
@@ -83,4 +147,5 @@ def runtime_names() -> list[str]:
 def _ensure_registered() -> None:
     # importing the modules registers their runtimes; kept lazy so onnxruntime loads on use
     import slimkit.runtime.onnxrt  # noqa: F401
+    import slimkit.runtime.torch_compile  # noqa: F401
     import slimkit.runtime.torch_eager  # noqa: F401

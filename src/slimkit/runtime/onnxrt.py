@@ -1,6 +1,9 @@
-"""ONNX Runtime: CPU execution provider always; CUDA, TensorRT and OpenVINO when installed.
+"""ONNX Runtime: CPU execution provider always; CUDA, TensorRT and OpenVINO when this build of
+ONNX Runtime offers them (checked at run time), fp16 on the GPU providers.
 
-A torch model is exported (and verified) to a temporary ONNX file first.
+A torch model is exported (and verified) to a temporary ONNX file first. The graph optimisation
+level and the execution mode come from :class:`RuntimeOptions`; ``optimized_model_path`` saves
+the optimised graph, which then opens without optimising again.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from slimkit._deps import require
 from slimkit.errors import DataError, RuntimeUnavailableError
 from slimkit.model import Model
-from slimkit.runtime.base import RUNTIMES, RuntimeOptions
+from slimkit.runtime.base import RUNTIMES, GraphOptimization, Precision, RuntimeOptions
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -26,27 +29,67 @@ PROVIDERS = {
 }
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 
 def available_providers() -> list[str]:
-    """The short names of the execution providers this ONNX Runtime build offers."""
+    """The short names of the execution providers this ONNX Runtime build offers.
+
+    Example:
+        >>> "cpu" in available_providers()
+        True
+    """
     ort = require("onnxruntime", "ONNX Runtime")
     offered = set(ort.get_available_providers())
     return [short for short, full in PROVIDERS.items() if full in offered]
+
+
+def check_provider(name: str) -> str:
+    """The full ONNX Runtime name of provider ``name``, or an error listing those available."""
+    full = PROVIDERS.get(name)
+    if full is None or name not in available_providers():
+        known = "" if full else f" (known providers: {', '.join(PROVIDERS)})"
+        raise RuntimeUnavailableError(
+            f"execution provider '{name}' is not available here{known}; available: "
+            f"{', '.join(available_providers())}. GPU providers need the onnxruntime-gpu "
+            "package and a GPU")
+    return full
 
 
 def session_options(options: RuntimeOptions) -> Any:
     ort = require("onnxruntime", "ONNX Runtime")
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = options.inter_op_threads
+    so.execution_mode = getattr(ort.ExecutionMode, MODES[options.execution_mode.value])
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                          LEVELS[options.graph_optimization])
+                                          LEVELS[GraphOptimization(options.graph_optimization).value])
     so.log_severity_level = 3
     if options.optimized_model_path is not None:
         so.optimized_model_filepath = str(options.optimized_model_path)
     return so
+
+
+def provider_list(options: RuntimeOptions) -> list[Any]:
+    """The providers (with their options) a session is opened with; CPU is the fallback."""
+    full = check_provider(options.provider)
+    if full == PROVIDERS["cpu"]:
+        return [full]
+    settings: dict[str, Any] = {"device_id": 0}
+    if options.provider == "tensorrt" and options.precision is Precision.FP16:
+        settings["trt_fp16_enable"] = True
+    return [(full, settings), PROVIDERS["cpu"]]
+
+
+def to_fp16(path: Path, folder: Path) -> Path:
+    """An fp16 copy of the ONNX model at ``path`` (inputs and outputs stay fp32)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    out = folder / f"{path.stem}-fp16.onnx"
+    onnx.save(model, str(out))
+    return out
 
 
 class OrtSession:
@@ -57,23 +100,27 @@ class OrtSession:
         self.options = options
         self.model = model
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        path = model.onnx_path or self._export(model)
-        provider = PROVIDERS.get(options.provider)
-        if provider is None or options.provider not in available_providers():
-            raise RuntimeUnavailableError(
-                f"execution provider '{options.provider}' is not available here; "
-                f"available: {', '.join(available_providers())}"
-            )
-        providers = [provider] + (["CPUExecutionProvider"] if provider != PROVIDERS["cpu"] else [])
-        self.session = ort.InferenceSession(str(path), session_options(options),
-                                            providers=providers)
-        self.path = Path(path)
+        providers = provider_list(options)  # before the export: an unknown provider fails fast
+        path = Path(model.onnx_path or self._export(model))
+        if options.precision is Precision.FP16 and options.provider == "cuda":
+            path = to_fp16(path, self._folder())
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(options),
+                                                providers=providers)
+        except Exception:
+            self.close()
+            raise
+        self.path = path
+
+    def _folder(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="slimkit-ort-")
+        return Path(self._tmp.name)
 
     def _export(self, model: Model) -> Path:
         from slimkit.export.onnx import export_onnx
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="slimkit-ort-")
-        return export_onnx(model, Path(self._tmp.name) / f"{model.name}.onnx").path
+        return export_onnx(model, self._folder() / f"{model.name}.onnx").path
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
