@@ -49,6 +49,10 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         raise InputError("plan_pruning plans structured pruning; for unstructured masks call "
                          "prune() with mode 'unstructured'")
     module = model.require_module("structured pruning")
+    from slimkit.prune.attention import has_transformer_blocks, plan_transformer
+
+    if has_transformer_blocks(module):  # heads and FFN neurons, recognised by structure
+        return plan_transformer(model, config, data)
     graph = build_graph(model, config.exclude)
     groups = graph.groups()
     prunable = [g for g in groups if g.prunable]

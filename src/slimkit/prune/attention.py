@@ -1,0 +1,396 @@
+"""Transformer structure for structured pruning: attention heads and FFN neurons.
+
+Hugging Face models do not trace with ``torch.fx`` and every transformer keeps its features on
+the last axis, so transformer blocks are recognised at module level, by structure (never by
+autograd node names): a *finder* of ``FINDERS`` looks at a module's children and their shapes.
+
+- **Attention heads** (:class:`HeadSite`): the rows of the query, key and value projections and
+  the columns of the output projection that belong to one head are removed together; the head
+  size stays. With grouped-query attention (fewer key/value heads than query heads) the unit is
+  a whole key/value group with its query heads, so every group keeps the same size.
+- **FFN neurons** (:class:`FFNSite`): the rows of the up projection(s) (``fc1``; gate and up of
+  a gated MLP) and the columns of the down projection.
+
+The residual stream (hidden size, embeddings, norms) is coupled through every block and is left
+whole. The plan is ordinary ``LayerEdit`` rows: Linear layers, plus the module that holds the
+head counts (``num_heads``/``num_attention_heads``, ``all_head_size``...), which
+:func:`surgery_for` rebuilds with the new counts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from slimkit.data import Dataset
+from slimkit.model import Model
+from slimkit.prune.config import PruneConfig, Scope
+from slimkit.prune.decide import Decision, decide_global, decide_per_group
+from slimkit.prune.importance import IMPORTANCE, ImportanceContext
+from slimkit.prune.layers import SURGERY, Keep, Surgery
+from slimkit.prune.plan import GroupDecision, LayerEdit, PrunePlan
+from slimkit.registry import Registry
+from slimkit.selector import Layer, Selector
+
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads")  # query heads
+KV_ATTRS = ("num_kv_heads", "num_key_value_heads", "n_kv_heads")  # key/value heads
+DIM_ATTRS = ("head_dim", "attention_head_size")
+RESIDUAL_NOTE = ("the residual stream (hidden size: embeddings, norms, attention outputs) is "
+                 "coupled through every block and left whole")
+
+
+@dataclass(frozen=True)
+class HeadSite:
+    """One attention: its projections, its head counts and the module holding them."""
+
+    holder: str
+    q: str
+    k: str
+    v: str
+    o: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.q, self.k, self.v, self.o)
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.heads // self.kv_heads
+
+
+@dataclass(frozen=True)
+class FFNSite:
+    """One feed-forward block: ``up`` layers make the neurons, ``down`` reads them."""
+
+    up: tuple[str, ...]
+    down: str
+    neurons: int
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (*self.up, self.down)
+
+
+Site = HeadSite | FFNSite
+Finder = Callable[[str, nn.Module], "list[Site]"]
+FINDERS: Registry[Finder] = Registry("transformer block finder")
+
+
+def _linear(module: nn.Module, *path: str) -> nn.Linear | None:
+    for part in path:
+        module = getattr(module, part, None)  # type: ignore[assignment]
+        if not isinstance(module, nn.Module):
+            return None
+    return module if isinstance(module, nn.Linear) else None
+
+
+def _int_attr(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = module.__dict__.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _head_site(holder: str, module: nn.Module, q: str, k: str, v: str, o: str,
+               o_layer: nn.Linear | None) -> HeadSite | None:
+    """A site when the four projections agree with the holder's head size."""
+    prefix = f"{holder}." if holder else ""
+    layers = [_linear(module, *n.split(".")) for n in (q, k, v)]
+    head_dim = _int_attr(module, DIM_ATTRS)
+    if head_dim is None or head_dim < 1 or o_layer is None or any(x is None for x in layers):
+        return None
+    q_l, k_l, v_l = (x for x in layers if x is not None)
+    if q_l.out_features % head_dim or k_l.out_features % head_dim \
+            or k_l.out_features != v_l.out_features or o_layer.in_features != q_l.out_features:
+        return None
+    heads, kv = q_l.out_features // head_dim, k_l.out_features // head_dim
+    if kv < 1 or heads % kv:
+        return None
+    return HeadSite(holder, prefix + q, prefix + k, prefix + v, o, heads, kv, head_dim)
+
+
+@FINDERS.register("qkv-self-output")
+def bert_style(name: str, module: nn.Module) -> list[Site]:
+    """BERT-family layers: ``attention.self.{query,key,value}`` + ``attention.output.dense``
+    and ``intermediate.dense`` -> ``output.dense``."""
+    sites: list[Site] = []
+    attention = getattr(module, "attention", None)
+    inner = getattr(attention, "self", None)
+    prefix = f"{name}." if name else ""
+    if isinstance(attention, nn.Module) and isinstance(inner, nn.Module):
+        o_layer = _linear(attention, "output", "dense")
+        site = _head_site(f"{prefix}attention.self", inner, "query", "key", "value",
+                          f"{prefix}attention.output.dense", o_layer)
+        if site is not None:
+            sites.append(site)
+    up, down = _linear(module, "intermediate", "dense"), _linear(module, "output", "dense")
+    if up is not None and down is not None and up.out_features == down.in_features:
+        sites.append(FFNSite((f"{prefix}intermediate.dense",), f"{prefix}output.dense",
+                             up.out_features))
+    return sites
+
+
+@FINDERS.register("q-k-v-o-proj")
+def proj_style(name: str, module: nn.Module) -> list[Site]:
+    """LLaMA-style attention: ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` and a
+    ``head_dim``; key/value heads may be fewer (grouped-query attention)."""
+    prefix = f"{name}." if name else ""
+    site = _head_site(name, module, "q_proj", "k_proj", "v_proj", f"{prefix}o_proj",
+                      _linear(module, "o_proj"))
+    return [site] if site is not None else []
+
+
+@FINDERS.register("mlp")
+def mlp_style(name: str, module: nn.Module) -> list[Site]:
+    """``fc1`` -> ``fc2`` (ViT/timm), or gated ``gate_proj``/``up_proj`` -> ``down_proj``."""
+    prefix = f"{name}." if name else ""
+    fc1, fc2 = _linear(module, "fc1"), _linear(module, "fc2")
+    if fc1 is not None and fc2 is not None and fc1.out_features == fc2.in_features:
+        return [FFNSite((f"{prefix}fc1",), f"{prefix}fc2", fc1.out_features)]
+    gate, up, down = (_linear(module, n) for n in ("gate_proj", "up_proj", "down_proj"))
+    if gate is not None and up is not None and down is not None \
+            and gate.out_features == up.out_features == down.in_features:
+        return [FFNSite((f"{prefix}gate_proj", f"{prefix}up_proj"), f"{prefix}down_proj",
+                        up.out_features)]
+    return []
+
+
+def find_sites(module: nn.Module) -> list[Site]:
+    """Every attention and FFN block of ``module`` the finders recognise, in module order.
+
+    Example:
+        >>> from slimkit.testing import tiny_vit
+        >>> [type(s).__name__ for s in find_sites(tiny_vit())][:2]
+        ['HeadSite', 'FFNSite']
+    """
+    sites: list[Site] = []
+    claimed: set[str] = set()
+    for name, sub in module.named_modules():
+        for finder in FINDERS:
+            for site in FINDERS.get(finder)(name, sub):
+                if not claimed.intersection(site.layers):
+                    claimed.update(site.layers)
+                    sites.append(site)
+    return sites
+
+
+# ---- surgery of the module holding the head counts --------------------------------------
+
+def _head_axes(module: Any) -> tuple[int, int | None]:
+    return _int_attr(module, HEAD_ATTRS) or 0, _int_attr(module, KV_ATTRS)
+
+
+def _rebuild_holder(old: Any, out_keep: Keep, in_keep: Keep) -> nn.Module:
+    """A shallow copy with the new head counts (its children are the already rebuilt
+    projections); ``old`` keeps its own counts."""
+    new = copy.copy(old)
+    for key in ("_modules", "_parameters", "_buffers"):
+        new.__dict__[key] = dict(old.__dict__[key])
+    heads = len(out_keep) if out_keep is not None else _head_axes(old)[0]
+    for name in HEAD_ATTRS:
+        if name in old.__dict__:
+            setattr(new, name, heads)
+    for name in KV_ATTRS:
+        if name in old.__dict__ and in_keep is not None:
+            setattr(new, name, len(in_keep))
+    if "all_head_size" in old.__dict__:
+        new.all_head_size = heads * (_int_attr(old, DIM_ATTRS) or 0)
+    return new
+
+
+HEAD_SURGERY = Surgery(_head_axes, _rebuild_holder)
+
+
+def surgery_for(type_name: str, layer: nn.Module) -> Surgery:
+    """The surgery of a layer type (``SURGERY``), or of a module holding head counts."""
+    if type_name not in SURGERY and _int_attr(layer, HEAD_ATTRS) is not None:
+        return HEAD_SURGERY
+    return SURGERY.get(type_name)
+
+
+# ---- importance and decisions -----------------------------------------------------------
+
+def _rows(saliency: torch.Tensor, units: int) -> torch.Tensor:
+    return saliency.reshape(units, -1).sum(1)
+
+
+def _cols(saliency: torch.Tensor, units: int) -> torch.Tensor:
+    return saliency.reshape(saliency.shape[0], units, -1).sum((0, 2))
+
+
+def site_scores(site: Site, saliency: dict[str, torch.Tensor], reduce: str) -> torch.Tensor:
+    """One score per removable unit: a key/value group of heads, or an FFN neuron.
+
+    Example:
+        >>> s = FFNSite(("up",), "down", 2)
+        >>> site_scores(s, {"up.weight": torch.ones(2, 3), "down.weight": torch.ones(4, 2)},
+        ...             "sum").tolist()
+        [7.0, 7.0]
+    """
+    sal = {name: saliency[f"{name}.weight"].double() for name in site.layers}
+    if isinstance(site, FFNSite):
+        parts = [_rows(sal[n], site.neurons) for n in site.up]
+        parts.append(_cols(sal[site.down], site.neurons))
+    else:
+        per_group = site.kv_heads
+        parts = [_rows(sal[site.q], per_group), _rows(sal[site.k], per_group),
+                 _rows(sal[site.v], per_group), _cols(sal[site.o], per_group)]
+    total = torch.stack(parts).sum(0)
+    return total / len(parts) if reduce == "mean" else total
+
+
+def _ratio(site: Site, config: PruneConfig, chosen: list[tuple[set[str], float]]) -> float:
+    for names, ratio in chosen:
+        if names & set(site.layers) or (isinstance(site, HeadSite) and site.holder in names):
+            return ratio
+    own = config.head_ratio if isinstance(site, HeadSite) else config.ffn_ratio
+    return config.ratio if own is None else own
+
+
+def _decide(sites: list[Site], scores: list[torch.Tensor], config: PruneConfig,
+            module: nn.Module) -> list[Decision]:
+    layers = [Layer(n, type(m).__name__, n) for n, m in module.named_modules() if n]
+    chosen = [({x.name for x in Selector((rule,)).select(layers)}, ratio)
+              for rule, ratio in config.layer_ratios]
+    decisions: dict[int, Decision] = {}
+    for kind, multiple in ((HeadSite, 1), (FFNSite, config.round_to)):
+        mine = [i for i, s in enumerate(sites) if isinstance(s, kind)]
+        if config.scope == Scope.GLOBAL and mine:
+            ratio = _ratio(sites[mine[0]], config, [])
+            found = decide_global([scores[i] for i in mine], ratio, multiple)
+            decisions.update(zip(mine, found, strict=True))
+        for i in mine if config.scope != Scope.GLOBAL else []:
+            decisions[i] = decide_per_group(scores[i], _ratio(sites[i], config, chosen),
+                                            multiple)
+    return [decisions[i] for i in range(len(sites))]
+
+
+def _excluded(sites: list[Site], module: nn.Module, exclude: tuple[str, ...]) -> set[int]:
+    layers = [Layer(n, type(m).__name__, n) for n, m in module.named_modules() if n]
+    names = {x.name for rule in exclude for x in Selector((rule,)).select(layers)}
+    return {i for i, s in enumerate(sites)
+            if any(x in names or any(x.startswith(n + ".") for n in names)
+                   for x in (*s.layers, *((s.holder,) if isinstance(s, HeadSite) else ())))}
+
+
+# ---- the plan ---------------------------------------------------------------------------
+
+def _expand(keep: tuple[int, ...], block: int) -> tuple[int, ...]:
+    return tuple(u * block + j for u in keep for j in range(block))
+
+
+def _edits(site: Site, keep: tuple[int, ...], module: nn.Module) -> list[LayerEdit]:
+    def linear(name: str, out_keep: Keep = None, in_keep: Keep = None) -> LayerEdit:
+        layer = cast(nn.Linear, module.get_submodule(name))  # a finder checked the type
+        return LayerEdit(name, "Linear", layer.out_features, layer.in_features,
+                         tuple(out_keep) if out_keep is not None else None,
+                         tuple(in_keep) if in_keep is not None else None)
+
+    if isinstance(site, FFNSite):
+        return [*(linear(n, out_keep=keep) for n in site.up), linear(site.down, in_keep=keep)]
+    q_heads = _expand(keep, site.group)
+    rows_q = _expand(q_heads, site.head_dim)
+    rows_kv = _expand(keep, site.head_dim)
+    edits = [linear(site.q, out_keep=rows_q), linear(site.k, out_keep=rows_kv),
+             linear(site.v, out_keep=rows_kv), linear(site.o, in_keep=rows_q)]
+    holder = module.get_submodule(site.holder) if site.holder else module
+    heads, kv = _head_axes(holder)
+    if heads:
+        edits.append(LayerEdit(site.holder, type(holder).__name__, heads, kv, q_heads,
+                               tuple(keep) if kv is not None else None))
+    return edits
+
+
+def has_transformer_blocks(module: nn.Module) -> bool:
+    """Whether ``module`` holds attention or FFN blocks that :func:`plan_transformer`
+    prunes."""
+    return any(isinstance(s, HeadSite) for s in find_sites(module))
+
+
+def plan_transformer(model: Model, config: PruneConfig, data: Dataset | None) -> PrunePlan:
+    """Plan the removal of attention heads (``head_ratio``) and FFN neurons (``ffn_ratio``);
+    both default to ``ratio``. ``round_to`` rounds FFN widths; heads are not rounded.
+
+    Example:
+        >>> from slimkit.testing import tiny_transformer
+        >>> plan = plan_transformer(tiny_transformer("vit"), PruneConfig(ratio=0.5,
+        ...                         round_to=1), None)
+        >>> [(g.channels, g.kept) for g in plan.groups][:2]
+        [(4, 2), (64, 32)]
+    """
+    module = model.require_module("structured pruning")
+    sites = find_sites(module)
+    excluded = _excluded(sites, module, config.exclude)
+    params = tuple(f"{n}.weight" for s in sites for n in s.layers)
+    context = ImportanceContext(model, params, data, config.seed, config.taylor_batches,
+                                config.batch_size)
+    saliency = IMPORTANCE.get(config.importance)(context)
+    active = [s for i, s in enumerate(sites) if i not in excluded]
+    scores = [site_scores(s, saliency, config.group_reduce.value) for s in active]
+    decisions = dict(zip(active, _decide(active, scores, config, module), strict=True))
+    edits: list[LayerEdit] = []
+    groups: list[GroupDecision] = []
+    for number, site in enumerate(sites):
+        units = site.kv_heads if isinstance(site, HeadSite) else site.neurons
+        what = _describe(site)
+        decision = decisions.get(site)
+        if decision is None:
+            groups.append(GroupDecision(number, site.layers, units, units, None,
+                                        f"left whole: {what} excluded by a rule"))
+            continue
+        if len(decision.keep) < units:
+            edits += _edits(site, decision.keep, module)
+        note = "; ".join(x for x in (what, decision.note) if x)
+        groups.append(GroupDecision(number, site.layers, units, len(decision.keep),
+                                    round(decision.target, 3), note))
+    return PrunePlan(
+        mode="structured",
+        model={"name": model.name, "source": model.source,
+               "inputs": [spec.to_dict() for spec in model.inputs]},
+        config=config.to_dict(), layers=tuple(edits), groups=tuple(groups),
+        skipped=({"layer": "hidden size", "type": "residual stream", "why": RESIDUAL_NOTE},),
+        extra={"importance_loss": _loss_note(config, model, data),
+               "transformer": _summary(sites, decisions)},
+    )
+
+
+def _describe(site: Site) -> str:
+    if isinstance(site, FFNSite):
+        return "FFN neurons"
+    if site.group > 1:
+        return f"attention heads in key/value groups of {site.group} query heads"
+    return "attention heads"
+
+
+def _summary(sites: list[Site], decisions: dict[Site, Decision]) -> dict[str, Any]:
+    """Per block: heads (query, key/value) and FFN width kept, for the report and configs."""
+    heads, ffn = [], []
+    for site in sites:
+        decision = decisions.get(site)
+        if isinstance(site, HeadSite):
+            kept = len(decision.keep) if decision else site.kv_heads
+            heads.append({"attention": site.holder, "heads": site.heads,
+                          "kept_heads": kept * site.group, "kv_heads": site.kv_heads,
+                          "kept_kv_heads": kept, "head_dim": site.head_dim})
+        else:
+            ffn.append({"layer": site.down, "neurons": site.neurons,
+                        "kept": len(decision.keep) if decision else site.neurons})
+    return {"heads": heads, "ffn": ffn}
+
+
+def _loss_note(config: PruneConfig, model: Model, data: Dataset | None) -> str | None:
+    if config.importance != "taylor":
+        return None
+    from slimkit.prune.importance import taylor_loss_name
+
+    return taylor_loss_name(data, model.task)
