@@ -71,7 +71,8 @@ def print_demo(report: Any, paths: dict[str, Any]) -> None:
         f"({q['integer_ops']} integer ops); preflight expected {q['preflight_expected_speedup']}x"
         f" ({'pays' if q['preflight_pays'] else 'not expected to pay on this CPU'})")
     print_bench(s["latency"], [])
-    console.print(f"report: {paths['json']} and {paths['markdown']}")
+    html = f" and {paths['html']}" if "html" in paths else ""
+    console.print(f"report: {paths['json']}, {paths['markdown']}{html}")
 
 
 def print_analysis(data: dict[str, Any]) -> None:
@@ -146,3 +147,24 @@ def print_prune(sections: dict[str, Any], folder: Any) -> None:
         if note:
             console.print(str(note))
     console.print(f"wrote {folder} (load it with slimkit.load_model or any command)")
+
+
+def print_diff(d: dict[str, Any], path: Any = None) -> None:
+    console.print(f"[bold]{d['compressed']}[/bold] vs [bold]{d['original']}[/bold] on "
+                  f"{d['examples']} examples: output SQNR {fmt(d['fidelity']['sqnr_db'])} dB")
+    if d["top1_agreement"] is not None:
+        console.print(f"top-1 agreement {d['top1_agreement']:.4f}; accuracy "
+                      f"{fmt(d['accuracy']) or 'n/a (no labels)'}")
+        print_table("Per-class accuracy (original -> compressed)", d["per_class"])
+        print_table(f"Flipped predictions ({d['flipped_total']} in all; most confident "
+                    "originals first)", d["flipped"] or [])
+    if d["embedding"]:
+        print_mapping("Embedding fidelity", d["embedding"])
+        print_table("Nearest neighbours that changed", d["neighbours"])
+    if d["layer_sqnr"]:
+        print_table("Per-layer output SQNR (dB), input to output", d["layer_sqnr"],
+                    ["layer", "sqnr_db"])
+    elif d["layer_sqnr_note"]:
+        console.print(f"per-layer SQNR not available: {d['layer_sqnr_note']}")
+    if path:
+        console.print(f"wrote {path}")

@@ -41,6 +41,7 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     """
     from slimkit.bench import BenchConfig, benchmark
     from slimkit.data import load_data
+    from slimkit.diff import behaviour_diff
     from slimkit.environment import environment
     from slimkit.evaluate import accuracy, output_fidelity, predict
     from slimkit.export.onnx import export_onnx
@@ -87,13 +88,49 @@ def run_demo(config: DemoConfig | None = None) -> Report:
                                                            ("onnx", exported.model),
                                                            ("onnx int8", int8.model))])
     report.add("latency", bench.to_dict()["rows"])
+    report.add("comparison", _comparison(
+        [(model, "torch", accuracy(torch_logits, labels)),
+         (exported.model, "onnxruntime", accuracy(ort_logits, labels)),
+         (int8_model, "onnxruntime", int8.sections["metric"]["quantized"])],
+        bench.to_dict()["rows"]))
+    report.add("latency_by_op", _op_profile(
+        {"ORT fp32": exported.model, "ORT int8": int8.model}, 3 if config.quick else 20))
+    report.add("layers", [{**row, "bits": 8} for row in int8.sections.get("diagnosis", [])])
+    report.add("behaviour_diff", behaviour_diff(exported.model, int8_model, test).to_dict())
     report.add("notes", [
         "Latency rows of one thread/batch setting were measured interleaved in one run; "
         "compare their speedup column, not milliseconds across machines.",
         "speedup = p50 of the first row of the same setting / p50 of the row.",
     ])
-    report.write(out)
+    report.write(out, html=True)
     return report
+
+
+def _comparison(variants: list[tuple[object, str, float]],
+                rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Before/after rows: size, parameters, MACs, batch-1 latency and accuracy per variant."""
+    from slimkit.analyse.stats import model_stats
+    from slimkit.report_html import comparison_row
+
+    out = []
+    for model, runtime, metric in variants:
+        name = getattr(model, "name", "?")
+        row = next((r for r in rows if r["model"] == name and r["runtime"] == runtime
+                    and r["batch"] == 1), None)
+        stats = model_stats(model).to_dict()  # type: ignore[arg-type]
+        out.append(comparison_row(f"{name} ({runtime})", stats, row, metric))
+    return out
+
+
+def _op_profile(models: dict[str, object], runs: int) -> dict[str, object]:
+    """ONNX Runtime kernel milliseconds per op type, per model (its own profiler)."""
+    from slimkit.analyse.profile import profile_ops
+
+    result = {}
+    for label, model in models.items():
+        shares, ms = profile_ops(model, 1, 128, 1, runs)  # type: ignore[arg-type]
+        result[label] = {op: share * ms for op, share in shares.items()}
+    return {"unit": "ms", "models": result}
 
 
 def _size_row(name: str, model: object) -> dict[str, object]:

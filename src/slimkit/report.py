@@ -12,6 +12,9 @@ from typing import Any
 
 from slimkit.io import write_text_atomic
 
+REPORT_FORMAT = "slimkit-report"
+REPORT_VERSION = 1  # bump when a section's layout changes incompatibly
+
 
 @dataclass
 class Report:
@@ -35,7 +38,8 @@ class Report:
         self.sections[name] = content
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "created": self.created, "seed": self.seed,
+        return {"format": REPORT_FORMAT, "version": REPORT_VERSION,
+                "title": self.title, "created": self.created, "seed": self.seed,
                 "sections": _jsonable(self.sections), "environment": _jsonable(self.environment)}
 
     def to_json(self) -> str:
@@ -49,13 +53,20 @@ class Report:
             lines += ["## Environment", "", *_markdown(self.environment), ""]
         return "\n".join(lines)
 
-    def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``report.json`` and ``report.md`` into ``folder`` (atomically, each)."""
+    def write(self, folder: str | Path, html: bool = False) -> dict[str, Path]:
+        """Write ``report.json`` and ``report.md`` (and with ``html``, the self-contained
+        ``report.html``) into ``folder``, atomically, each."""
         out = Path(folder)
-        return {
+        paths = {
             "json": write_text_atomic(out / "report.json", self.to_json() + "\n"),
             "markdown": write_text_atomic(out / "report.md", self.to_markdown()),
         }
+        if html:
+            from slimkit.report_html import RunDocument, write_html_report
+
+            doc = RunDocument.from_report(self.to_dict(), "report.json")
+            paths["html"] = write_html_report(doc, out / "report.html")
+        return paths
 
 
 def _jsonable(value: Any) -> Any:

@@ -21,4 +21,5 @@ def run(args: argparse.Namespace) -> None:
     from slimkit.demo import DemoConfig, run_demo
 
     report = run_demo(DemoConfig(out=args.out, seed=args.seed, quick=args.quick))
-    print_demo(report, {"json": args.out / "report.json", "markdown": args.out / "report.md"})
+    print_demo(report, {"json": args.out / "report.json", "markdown": args.out / "report.md",
+                        "html": args.out / "report.html"})

@@ -1,0 +1,162 @@
+"""The summary views of the HTML report. Each gathers its data from whichever sections carry it
+(the demo's, ``slimkit quantize``'s, ``slimkit prune``'s, a search's) and returns None when the
+run has none, so the page marks it as missing.
+
+Section layouts a view reads (other techniques add data by writing these):
+
+- ``comparison``: rows ``{variant, size_bytes, parameters, macs, p50_ms, p99_ms, throughput,
+  metric, metric_delta}`` (any subset).
+- ``latency_by_op``: ``{"unit": "ms", "models": {name: {op_type: value}}}``.
+- ``layers``: rows ``{layer, <numeric columns: sparsity, bits, rank, sqnr_db, ...>}``.
+- ``search``: ``{"objectives": [{"name", "minimize"}, {"name", "minimize"}], "trials": [rows]}``.
+- ``sensitivity``: ``{"x": label, "y": label, "layers": {layer: [[x, y], ...]}}``.
+- ``steps``: rows ``{step, effect}``; ``skipped``: rows ``{layer, why}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slimkit.report_html import plots
+from slimkit.report_html.comparison import comparison_rows
+from slimkit.report_html.load import RunDocument
+from slimkit.report_html.render import VIEWS, View, esc, table
+
+LAYER_COLUMNS = ("sparsity", "bits", "rank", "kept_ratio", "sqnr_db")
+
+
+def _sections(doc: RunDocument, kind: str) -> list[tuple[str, Any]]:
+    """Sections named ``kind`` or ``kind (2)``..."""
+    return [(n, c) for n, c in doc.sections.items() if n == kind or n.startswith(kind + " (")]
+
+
+def before_after(doc: RunDocument) -> str | None:
+    rows = comparison_rows(doc)
+    if not rows:
+        return None
+    columns = ["variant", "size_bytes", "parameters", "macs", "p50_ms", "p99_ms", "throughput",
+               "speedup", "metric", "metric_delta"]
+    present = [c for c in columns if any(c in r for r in rows)]
+    note = ('<p class="muted">Latency at batch 1 (the first thread setting); speed-up = '
+            "p50 of the first row / p50 of the row, measured side by side in one run.</p>")
+    return table(rows, present) + note
+
+
+def latency_by_op(doc: RunDocument) -> str | None:
+    charts = []
+    for name, content in _sections(doc, "latency_by_op"):
+        models = content["models"]
+        unit = content.get("unit", "share")
+        charts.append(plots.grouped_bars(models, f"Kernel time by operator type ({name})",
+                                         f"ONNX Runtime kernel time ({unit} per run)"))
+    for name, content in _sections(doc, "analysis"):
+        shares = content["latency_by_op"]
+        charts.append(plots.bars(list(shares.items()), f"Kernel time by operator type ({name})",
+                                 "share of kernel time", rest="sum"))
+    return "".join(charts) or None
+
+
+def per_layer(doc: RunDocument) -> str | None:
+    charts: list[str] = []
+    for name, rows in _sections(doc, "layers"):
+        charts += _layer_charts(rows, name)
+    for name, q in _sections(doc, "quantize"):
+        charts += _layer_charts(q.get("diagnosis", []), f"{name}: output SQNR per layer")
+    for name, p in _sections(doc, "prune"):
+        groups = [{"layer": g["layers"], "kept_ratio": g["kept"] / max(g["channels"], 1)}
+                  for g in p.get("groups", []) if isinstance(g.get("channels"), int)]
+        charts += _layer_charts(groups, f"{name}: channels kept per group")
+        charts += _layer_charts(p.get("sparsity", {}).get("layers", []),
+                                f"{name}: sparsity per layer")
+    return "".join(charts) or None
+
+
+def _layer_charts(rows: list[dict[str, Any]], name: str) -> list[str]:
+    charts = []
+    for column in LAYER_COLUMNS:
+        items = [(str(r.get("layer", r.get("name", "?"))), float(r[column])) for r in rows
+                 if isinstance(r.get(column), (int, float)) and not isinstance(r[column], bool)]
+        if items:
+            label = column.replace("_", " ")
+            charts.append(plots.bars(items, f"{label} per layer ({name}, {len(items)} layers)",
+                                     label))
+    return charts
+
+
+def pareto(doc: RunDocument) -> str | None:
+    charts = []
+    for name, s in _sections(doc, "search"):
+        (x, y) = s["objectives"][:2]
+        points = [(float(t[x["name"]]), float(t[y["name"]])) for t in s["trials"]
+                  if t.get(x["name"]) is not None and t.get(y["name"]) is not None]
+        front = plots.pareto_front(points, (bool(x.get("minimize", True)),
+                                            bool(y.get("minimize", False))))
+        charts.append(plots.pareto(points, front, (x["name"], y["name"]),
+                                   f"{name}: {len(points)} trials"))
+    return "".join(charts) or None
+
+
+def sensitivity(doc: RunDocument) -> str | None:
+    charts = []
+    for name, s in _sections(doc, "sensitivity"):
+        layers = s["layers"]
+        if isinstance(layers, list):  # rows {layer, points}
+            layers = {row["layer"]: row["points"] for row in layers}
+        series: dict[str, Any] = {str(k): [(float(p[0]), float(p[1])) for p in v]
+                                  for k, v in layers.items()}
+        charts.append(plots.curves(series, (s.get("x", "ratio"), s.get("y", "metric")),
+                                   f"{name}: metric per layer"))
+    return "".join(charts) or None
+
+
+def steps(doc: RunDocument) -> str | None:
+    from slimkit.report_html.comparison import derived_steps
+
+    rows = [row for _, s in _sections(doc, "steps") for row in s] or derived_steps(doc)
+    return table(rows, ["step", "effect"]) if rows else None
+
+
+def skipped(doc: RunDocument) -> str | None:
+    rows: list[dict[str, Any]] = []
+    for kind, key in (("skipped", None), ("prune", "skipped"), ("quantize", "kept_float")):
+        for name, content in _sections(doc, kind):
+            items = content if key is None else content.get(key, [])
+            rows += [{"from": name, "layer": r.get("layer", ""), "why": r.get("why", "")}
+                     for r in items]
+    q = doc.sections.get("quantization", {})
+    if isinstance(q, dict) and q.get("integer_kernels") is not None and not rows:
+        return '<p>No layer was skipped: every quantizable layer was quantized.</p>'
+    if not rows:
+        return None
+    return table(rows, ["from", "layer", "why"])
+
+
+def environment(doc: RunDocument) -> str | None:
+    env = doc.environment
+    if not env:
+        return f"<p>seed {esc(doc.seed)}</p>" if doc.seed is not None else None
+    cpu = env.get("cpu", {}) if isinstance(env.get("cpu"), dict) else {}
+    rows = [{"key": "seed", "value": doc.seed},
+            {"key": "CPU", "value": f"{cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, "
+                                    f"{cpu.get('arch', '?')}, family {cpu.get('family', '?')} "
+                                    f"model {cpu.get('model_number', '?')})"},
+            {"key": "SIMD flags", "value": ", ".join(cpu.get("simd", [])) or "none found"}]
+    rows += [{"key": k, "value": v} for k, v in env.items() if k != "cpu"]
+    return table(rows, ["key", "value"])
+
+
+for _view in (
+    View("Before and after", before_after, "no comparison of the original and the compressed "
+         "model (a demo, quantize or prune report gives one)", 10),
+    View("Latency by operator type", latency_by_op, "no ONNX Runtime profile (section "
+         "'latency_by_op'; 'slimkit demo' and 'slimkit analyze' measure one)", 20),
+    View("Per-layer sparsity, bit-width, rank and error", per_layer, "no per-layer data "
+         "(quantize, prune or a 'layers' section give it)", 30),
+    View("Search: Pareto front", pareto, "no search was run (section 'search')", 40),
+    View("Sensitivity", sensitivity, "no sensitivity analysis was run (section "
+         "'sensitivity')", 45),
+    View("Steps taken and their effect", steps, "no steps recorded", 50),
+    View("Layers skipped and why", skipped, "no record of skipped layers", 60),
+    View("Environment and seed", environment, "the environment was not recorded", 90),
+):
+    VIEWS.register(_view.title)(_view)
