@@ -1,0 +1,189 @@
+"""Dynamic batching: requests wait in a bounded queue; one thread runs them in batches.
+
+The batcher takes the oldest request, then waits up to ``max_wait_ms`` for more whose inputs
+have the same per-example shapes, up to ``max_batch`` examples, and runs them as one forward
+pass (a request larger than ``max_batch`` runs alone). Outputs are cut back per request along
+the batch axis. A request that does not fit the batch (another shape) is kept for the next one,
+so nothing is reordered within a shape and nothing is lost. ``stop()`` refuses new requests,
+finishes every queued one, then ends the thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from slimkit.runtime.base import Session
+from slimkit.serve.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+Outputs = list[np.ndarray]
+
+
+class QueueFull(RuntimeError):
+    """The request queue is at ``max_queue``: the server answers 503."""
+
+
+class Stopping(RuntimeError):
+    """The server is shutting down and takes no new requests: 503."""
+
+
+@dataclass
+class Request:
+    inputs: dict[str, np.ndarray]
+    future: Future[Outputs] = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.inputs.values())).shape[0]
+
+    @property
+    def key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return tuple((k, v.shape[1:]) for k, v in sorted(self.inputs.items()))
+
+
+class Batcher:
+    """One thread that owns the session and runs queued requests in batches.
+
+    Example:
+        >>> from slimkit.runtime import create_session
+        >>> from slimkit.testing import tiny_model
+        >>> b = Batcher(create_session(tiny_model(), "torch"), 8, 1.0, 16, Metrics())
+        >>> b.start(); f = b.submit({"input": np.zeros((2, 8), np.float32)})
+        >>> f.result(timeout=10)[0].shape
+        (2, 4)
+        >>> b.stop()
+    """
+
+    def __init__(self, session: Session, max_batch: int, max_wait_ms: float, max_queue: int,
+                 metrics: Metrics) -> None:
+        self.session = session
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.metrics = metrics
+        self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=max_queue)
+        self._held: collections.deque[Request] = collections.deque()
+        self._accepting = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="slimkit-serve-batcher",
+                                        daemon=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() + len(self._held)
+
+    def start(self) -> None:
+        self._accepting.set()
+        self._thread.start()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Future[Outputs]:
+        """Queue a request; its future gives the outputs. Raises QueueFull or Stopping."""
+        if not self._accepting.is_set():
+            raise Stopping("the server is shutting down")
+        request = Request(inputs)
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            raise QueueFull(f"the request queue is full ({self._queue.maxsize} waiting); "
+                            "retry later") from None
+        return request.future
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Take no new requests, finish the queued ones, end the thread."""
+        self._accepting.clear()
+        if self._thread.is_alive():
+            self._queue.put(None)  # after every queued request: they finish first
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        with self.session.pinned():
+            while (batch := self._next_batch()) is not None:
+                self._run(batch)
+            while True:  # a request that slipped in next to the stop mark still gets run
+                try:
+                    late = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if late is not None:
+                    self._run([late])
+
+    def _take(self, timeout: float | None) -> Request | None:
+        """The next request (held ones first); None at the stop mark or after ``timeout``."""
+        if self._held:
+            return self._held.popleft()
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _next_batch(self) -> list[Request] | None:
+        first = self._take(None)
+        while first is not None and first.future.cancelled():
+            first = self._take(None)
+        if first is None:
+            return self._drain_held()
+        batch, size = [first], first.size
+        deadline = time.monotonic() + self.max_wait
+        skipped: list[Request] = []
+        while size < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            nxt = self._take(left)
+            if nxt is None:
+                if not self._accepting.is_set() and self._queue.empty():
+                    self._queue.put(None)  # keep the stop mark for the loop
+                    break
+                continue
+            if nxt.key != first.key or size + nxt.size > self.max_batch:
+                skipped.append(nxt)
+                continue
+            batch.append(nxt)
+            size += nxt.size
+        self._held.extendleft(reversed(skipped))
+        return batch
+
+    def _drain_held(self) -> list[Request] | None:
+        if self._held:  # the stop mark came while requests were held back: run them first
+            self._queue.put(None)
+            return [self._held.popleft()]
+        return None
+
+    def _run(self, batch: list[Request]) -> None:
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        names = list(live[0].inputs)
+        joined = {n: np.concatenate([r.inputs[n] for r in live]) if len(live) > 1
+                  else live[0].inputs[n] for n in names}
+        total = sum(r.size for r in live)
+        try:
+            outputs = self.session.run(joined)
+        except Exception as exc:  # the model failed on a checked input: each request learns it
+            logger.warning("batch of %d examples failed: %s", total, exc)
+            for r in live:
+                r.future.set_exception(exc)
+            return
+        if len(live) > 1 and any(o.ndim == 0 or o.shape[0] != total for o in outputs):
+            self._unbatchable(live)
+            return
+        self.metrics.batch(total)
+        start = 0
+        for r in live:
+            r.future.set_result([o[start:start + r.size] for o in outputs]
+                                if len(live) > 1 else outputs)
+            start += r.size
+
+    def _unbatchable(self, live: list[Request]) -> None:
+        """Outputs without a batch axis cannot be cut per request: run each request alone."""
+        logger.warning("model outputs have no leading batch axis; running requests one by one")
+        self.max_batch = 1
+        for r in live:
+            try:
+                r.future.set_result(self.session.run(r.inputs))
+            except Exception as exc:
+                r.future.set_exception(exc)
+            self.metrics.batch(r.size)

@@ -1,0 +1,262 @@
+"""The HTTP inference server: stdlib ``ThreadingHTTPServer`` in front of a dynamic batcher.
+
+Why the standard library: the work is a blocking forward pass that one batcher thread owns, so
+an event loop (aiohttp) buys nothing here, and the server stays dependency-free. Each
+connection gets a thread that reads and checks the request, queues it and waits for its
+outputs; HTTP/1.0 semantics (one request per connection) keep shutdown simple: no idle
+keep-alive connection holds a thread.
+
+Routes: ``POST /predict`` (also ``/v1/predict``), ``GET /health``, ``GET /metrics``.
+Statuses: 400 bad body/shape/dtype, 404, 411 no Content-Length, 413 body too large, 503 queue
+full or shutting down, 504 no result within ``request_timeout_s``, 500 a model failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+from slimkit.errors import DataError
+from slimkit.model import Model
+from slimkit.runtime import create_session
+from slimkit.serve.batcher import Batcher, QueueFull, Stopping
+from slimkit.serve.codec import BadRequest, decode, encode
+from slimkit.serve.config import ServeConfig
+from slimkit.serve.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+DRAIN_CAP = 8 * 2**20  # after a 413, read (and drop) this much so the client sees the answer
+
+
+class InferenceServer:
+    """Serve ``model`` over HTTP with dynamic batching; ``start()``/``stop()`` or ``with``.
+
+    Example:
+        >>> import json, urllib.request
+        >>> from slimkit.testing import tiny_model
+        >>> with InferenceServer(tiny_model(), ServeConfig(port=0, runtime="torch")) as srv:
+        ...     body = json.dumps({"inputs": [[0.0] * 8]}).encode()
+        ...     with urllib.request.urlopen(srv.url + "/predict", body) as r:
+        ...         len(json.load(r)["outputs"]["output"][0])
+        4
+    """
+
+    def __init__(self, model: Model, config: ServeConfig | None = None) -> None:
+        self.model = model
+        self.config = config or ServeConfig()
+        self.metrics = Metrics()
+        c = self.config
+        self.session = create_session(model, c.runtime, c.options)
+        self.batcher = Batcher(self.session, c.max_batch if c.batching else 1,
+                               c.max_wait_ms if c.batching else 0.0, c.max_queue, self.metrics)
+        try:
+            self._httpd = _HTTPServer((c.host, c.port), _Handler)
+        except OSError as exc:
+            self.session.close()
+            raise DataError(f"cannot listen on {c.host}:{c.port}: {exc.strerror or exc}; "
+                            "choose another --port") from None
+        self._httpd.app = self
+        self._thread: threading.Thread | None = None
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self.stopping = threading.Event()
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def __enter__(self) -> InferenceServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> InferenceServer:
+        """Start the batcher and the listener in background threads."""
+        self.batcher.start()
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="slimkit-serve-http", daemon=True)
+        self._thread.start()
+        logger.info("serving %s on %s (%s)", self.model.name, self.url, self.config.runtime)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful: stop accepting, finish the requests in flight, then close everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()  # no new connections; returns once the accept loop ended
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+        self.batcher.stop(max(deadline - time.monotonic(), 0.1))
+        self._httpd.server_close()
+        self.session.close()
+
+    def serve_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully (main thread only)."""
+        got = threading.Event()
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            logger.info("signal %s: finishing requests in flight", signal.Signals(signum).name)
+            got.set()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not got.wait(0.2):
+                pass
+        finally:
+            self.stop()
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    # called by the handler threads ----------------------------------------------------------
+
+    def enter(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def predict(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any] | bytes]:
+        """(status, response) for a prediction request body."""
+        try:
+            inputs = decode(body, content_type, self.model.inputs)
+            future = self.batcher.submit(inputs)
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}
+        except (QueueFull, Stopping) as exc:
+            return 503, {"error": str(exc)}
+        try:
+            outputs = future.result(self.config.request_timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            return 504, {"error": f"no result within {self.config.request_timeout_s:g} s"}
+        except DataError as exc:
+            return 400, {"error": str(exc)}
+        except Exception as exc:
+            logger.exception("model failure")
+            return 500, {"error": f"the model failed: {type(exc).__name__}: {exc}"}
+        return 200, encode(self.model.output_names, outputs)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        draining = self.stopping.is_set()
+        return (503 if draining else 200), {
+            "status": "draining" if draining else "ok", "model": self.model.name,
+            "runtime": self.config.runtime, "queue": self.batcher.depth}
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.config
+        return self.metrics.snapshot(queue_depth=self.batcher.depth, in_flight=self._in_flight,
+                                     max_batch=c.max_batch if c.batching else 1,
+                                     max_wait_ms=c.max_wait_ms if c.batching else 0.0)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process alive; stop() waits itself
+    app: InferenceServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "slimkit-serve"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.app.config.request_timeout_s)  # slow clients
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        if self.path == "/health":
+            self._reply(*app.health(), record=False)
+        elif self.path == "/metrics":
+            self._reply(200, app.snapshot(), record=False)
+        else:
+            self._reply(404, {"error": f"no route GET {self.path}; try /health, /metrics"},
+                        record=False)
+
+    def do_POST(self) -> None:
+        app = self.server.app
+        start = time.perf_counter()
+        app.metrics.request()
+        app.enter()
+        try:
+            status, payload = self._predict(app)
+            if status:
+                self._reply(status, payload, time.perf_counter() - start if status == 200
+                            else None)
+        finally:
+            app.leave()
+
+    def _predict(self, app: InferenceServer) -> tuple[int, dict[str, Any] | bytes]:
+        if self.path not in ("/predict", "/v1/predict"):
+            return 404, {"error": f"no route POST {self.path}; use /predict"}
+        try:
+            length = int(self.headers["Content-Length"])
+        except (TypeError, ValueError):
+            return 411, {"error": "send the body with a Content-Length header"}
+        limit = app.config.max_body_bytes
+        if length > limit:
+            self._reply(413, {"error": f"body of {length} bytes is over the {limit} byte limit"})
+            self._discard(min(length, DRAIN_CAP))
+            return 0, b""
+        try:
+            body = self.rfile.read(length)
+        except (TimeoutError, OSError):
+            body = b""
+        if len(body) < length:  # the client went away (or stalled) mid-body
+            app.metrics.disconnect()
+            self.close_connection = True
+            return 0, b""
+        return app.predict(body, self.headers.get("Content-Type", "application/json"))
+
+    def _discard(self, n: int) -> None:
+        try:
+            while n > 0 and (chunk := self.rfile.read(min(n, 2**16))):
+                n -= len(chunk)
+        except (TimeoutError, OSError):
+            pass
+
+    def _reply(self, status: int, payload: dict[str, Any] | bytes,
+               seconds: float | None = None, record: bool = True) -> None:
+        """Send ``payload``; prediction replies (``record``) go into the metrics."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if status == 503:
+                self.send_header("Retry-After", "1")
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            self.server.app.metrics.disconnect()
+            return
+        if record:
+            self.server.app.metrics.response(status, seconds)
