@@ -89,7 +89,7 @@ def load_run(folder: str | Path) -> RunDocument:
 
 def _from_file(path: Path) -> RunDocument:
     data = _read_json(path)
-    if isinstance(data, dict) and "sections" in data:
+    if path.name == "report.json" or (isinstance(data, dict) and "sections" in data):
         return RunDocument.from_report(data, path.name)
     doc = RunDocument(f"slimkit report: {path.name}")
     _merge(doc, data, path)

@@ -52,7 +52,7 @@ def to_svg(fig: Any, label: str) -> str:
 
     buf = io.StringIO()
     with rc_context({"svg.hashsalt": f"slimkit-{next(_counter)}"}):  # unique ids per plot
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     # fixed pt sizes -> scale with the page; the viewBox keeps the aspect ratio
@@ -150,7 +150,7 @@ def curves(series: dict[str, Sequence[tuple[float, float]]], labels: tuple[str, 
         ax = fig.add_subplot()
         for i, (name, points) in enumerate(chosen):
             ordered = sorted(points)
-            ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "-o", markersize=3,
+            ax.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", markersize=3,
                     label=_short(name, 30), color=PALETTE[i % len(PALETTE)],
                     linestyle=("-", "--")[i // len(PALETTE) % 2])
         ax.set_xlabel(labels[0])
