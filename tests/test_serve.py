@@ -198,6 +198,31 @@ def test_bad_config():
         ServeConfig(max_batch=0)
 
 
+def test_sigterm_stops_gracefully_in_process():
+    srv = InferenceServer(slow_model(0.3), ServeConfig(port=0, runtime="torch"))
+    x = RNG.standard_normal((1, 8)).astype(np.float32)
+    results = []
+
+    def client() -> None:
+        while srv._thread is None:
+            time.sleep(0.01)
+        sender = threading.Thread(target=lambda: results.append(predict(srv, x)))
+        sender.start()
+        time.sleep(0.1)  # the request is in flight
+        os.kill(os.getpid(), signal.SIGTERM)
+        sender.join()
+
+    threading.Thread(target=client).start()
+    before = signal.getsignal(signal.SIGTERM)
+    srv.serve_until_signal()  # returns once SIGTERM came and the request was answered
+    assert signal.getsignal(signal.SIGTERM) is before
+    deadline = time.monotonic() + 10
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    np.testing.assert_allclose(results[0], expected(x), atol=1e-6)
+
+
+@pytest.mark.slow
 def test_cli_serve_stops_on_sigterm(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
