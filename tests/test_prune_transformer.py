@@ -141,7 +141,7 @@ def test_hf_folder_prunes_saves_and_loads_through_load_model(tmp_path):
     torch.testing.assert_close(_outputs(loaded)[0], _outputs(result.model)[0], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("importance", ["l1", "l2", "taylor"])
+@pytest.mark.parametrize("importance", ["l1", "l2", "taylor", "activation"])
 def test_importance_keeps_the_strong_heads(importance):
     model = tiny_transformer("vit")
     attn = model.module.blocks[0].attn
@@ -153,9 +153,28 @@ def test_importance_keeps_the_strong_heads(importance):
                 proj.weight[cols] *= 1e-3
     data = synthetic(model.inputs, 16, seed=0)
     result = prune(model, PruneConfig(head_ratio=0.5, ffn_ratio=0.0, importance=importance),
-                   data if importance == "taylor" else None)
+                   data if importance in ("taylor", "activation") else None)
     edit = next(e for e in result.plan.layers if e.name == "blocks.0.attn")
     assert edit.out_keep == (0, 2)
+
+
+def test_activation_importance_weights_columns_by_input_energy():
+    from slimkit.prune.activation import activation
+    from slimkit.prune.importance import ImportanceContext
+    from slimkit.testing import tiny_model
+
+    model = tiny_model("mlp")
+    data = synthetic(model.inputs, 16, seed=0)
+    scores = activation(ImportanceContext(model, ("fc1.weight",), data, batch_size=8))
+    x = torch.as_tensor(data.inputs["input"], dtype=torch.float64)
+    expected = model.module.fc1.weight.detach().double().pow(2) * x.pow(2).mean(0)
+    torch.testing.assert_close(scores["fc1.weight"].double(), expected, rtol=1e-5, atol=1e-8)
+    cnn = tiny_model("cnn")  # convolutions: per input channel; the channel graph uses it too
+    result = prune(cnn, PruneConfig(ratio=0.5, round_to=4, importance="activation"),
+                   synthetic(cnn.inputs, 8, seed=0))
+    assert result.model.module.conv.out_channels == 4
+    with pytest.raises(InputError, match="needs data"):
+        prune(model, PruneConfig(importance="activation"))
 
 
 def test_exclude_rule_and_layer_ratio_and_global_scope():

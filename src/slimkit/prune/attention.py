@@ -29,6 +29,7 @@ from torch import nn
 
 from slimkit.data import Dataset
 from slimkit.model import Model
+from slimkit.prune import activation as _activation  # noqa: F401  (registers it)
 from slimkit.prune.config import PruneConfig, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
@@ -220,33 +221,27 @@ def surgery_for(type_name: str, layer: nn.Module) -> Surgery:
 
 # ---- importance and decisions -----------------------------------------------------------
 
-def _rows(saliency: torch.Tensor, units: int) -> torch.Tensor:
-    return saliency.reshape(units, -1).sum(1)
-
-
 def _cols(saliency: torch.Tensor, units: int) -> torch.Tensor:
     return saliency.reshape(saliency.shape[0], units, -1).sum((0, 2))
 
 
 def site_scores(site: Site, saliency: dict[str, torch.Tensor], reduce: str) -> torch.Tensor:
-    """One score per removable unit: a key/value group of heads, or an FFN neuron.
+    """One score per removable unit (a key/value group of heads, or an FFN neuron), read on
+    the layer that writes it back into the residual stream: the output projection's columns
+    of its heads, the down projection's column of the neuron. That is all the rest of the
+    network sees of a unit; adding the query/key/value or up rows made the MiniLM embeddings
+    worse for l2, taylor and activation (bench_prune_minilm.py). ``reduce`` is accepted for
+    the interface: one layer per unit leaves nothing to combine.
 
     Example:
         >>> s = FFNSite(("up",), "down", 2)
-        >>> site_scores(s, {"up.weight": torch.ones(2, 3), "down.weight": torch.ones(4, 2)},
+        >>> site_scores(s, {"down.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
         ...             "sum").tolist()
-        [7.0, 7.0]
+        [4.0, 6.0]
     """
-    sal = {name: saliency[f"{name}.weight"].double() for name in site.layers}
     if isinstance(site, FFNSite):
-        parts = [_rows(sal[n], site.neurons) for n in site.up]
-        parts.append(_cols(sal[site.down], site.neurons))
-    else:
-        per_group = site.kv_heads
-        parts = [_rows(sal[site.q], per_group), _rows(sal[site.k], per_group),
-                 _rows(sal[site.v], per_group), _cols(sal[site.o], per_group)]
-    total = torch.stack(parts).sum(0)
-    return total / len(parts) if reduce == "mean" else total
+        return _cols(saliency[f"{site.down}.weight"].double(), site.neurons)
+    return _cols(saliency[f"{site.o}.weight"].double(), site.kv_heads)
 
 
 def _ratio(site: Site, config: PruneConfig, chosen: list[tuple[set[str], float]]) -> float:
@@ -331,7 +326,7 @@ def plan_transformer(model: Model, config: PruneConfig, data: Dataset | None) ->
     module = model.require_module("structured pruning")
     sites = find_sites(module)
     excluded = _excluded(sites, module, config.exclude)
-    params = tuple(f"{n}.weight" for s in sites for n in s.layers)
+    params = tuple(f"{s.down if isinstance(s, FFNSite) else s.o}.weight" for s in sites)
     context = ImportanceContext(model, params, data, config.seed, config.taylor_batches,
                                 config.batch_size)
     saliency = IMPORTANCE.get(config.importance)(context)

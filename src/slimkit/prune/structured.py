@@ -12,6 +12,7 @@ import torch
 from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.model import Model
+from slimkit.prune.attention import has_transformer_blocks, plan_transformer
 from slimkit.prune.config import PruneConfig, PruneMode, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
 from slimkit.prune.graph import ChannelGraph, ChannelGroup
@@ -49,8 +50,6 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         raise InputError("plan_pruning plans structured pruning; for unstructured masks call "
                          "prune() with mode 'unstructured'")
     module = model.require_module("structured pruning")
-    from slimkit.prune.attention import has_transformer_blocks, plan_transformer
-
     if has_transformer_blocks(module):  # heads and FFN neurons, recognised by structure
         return plan_transformer(model, config, data)
     graph = build_graph(model, config.exclude)
