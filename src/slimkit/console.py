@@ -139,6 +139,16 @@ def print_quantize(report: dict[str, Any], report_path: Any) -> None:
 def print_prune(sections: dict[str, Any], folder: Any) -> None:
     size = sections.get("size", {})
     print_mapping("Pruning: before and after", size)
+    scan = sections.get("sensitivity")
+    if scan:
+        print_table(f"Sensitivity ({scan['metric']}, unpruned {scan['baseline']:.4f}; each "
+                    "group pruned alone)", scan["rows"],
+                    ["group", "layers", "channels", "ratio", "kept", "metric", "drop"])
+    tuning = sections.get("finetune")
+    if tuning:
+        print_table("Prune -> fine-tune steps (metric before / after fine-tuning)",
+                    [{k: v for k, v in step.items() if k != "losses"}
+                     for step in tuning["steps"]])
     latency = sections.get("latency")
     if latency:
         print_bench(latency["rows"], [], latency.get("warnings", []))
@@ -166,5 +176,32 @@ def print_diff(d: dict[str, Any], path: Any = None) -> None:
                     ["layer", "sqnr_db"])
     elif d["layer_sqnr_note"]:
         console.print(f"per-layer SQNR not available: {d['layer_sqnr_note']}")
+    if path:
+        console.print(f"wrote {path}")
+
+
+def print_advice(a: dict[str, Any], path: Any = None) -> None:
+    m = a["measurements"]
+    simd = ", ".join(m["simd"]) or "no SIMD flags"
+    dot = "yes" if m["int8_dot_product"] else "no"
+    console.print(f"[bold]{a['model']}[/bold] on {m['cpu']} ({simd}; int8 dot product: {dot}), "
+                  f"{m['threads']} thread(s): {m['kernel_ms_per_run']:.3g} ms of kernels per run;"
+                  f" integer GEMM measured {m['gemm_ratio_u8s8']:.2f}x fp32 (u8 x s8)")
+    top = sorted(m["latency_by_op"].items(), key=lambda kv: -kv[1])[:6]
+    console.print("time by op: " + ", ".join(f"{op} {share:.0%}" for op, share in top))
+    columns = ["technique", "predicted_speedup", "measured_speedup", "size_ratio", "pays"]
+    if not a["verified"]:
+        columns.remove("measured_speedup")
+    print_table("Recommendations, best predicted first (speed-up over float, batch "
+                "latency in ONNX Runtime)", a["recommendations"], columns)
+    for rec in a["recommendations"]:
+        console.print(f"[bold]{rec['technique']}[/bold]: {rec['why']}")
+        if rec["trial"] or rec["fidelity"]:
+            console.print(f"  trial: {rec['trial']} {rec['fidelity']}".rstrip())
+    if a["ordering_agrees"] is not None:
+        state = "matches" if a["ordering_agrees"] else "does NOT match"
+        console.print(f"predicted ordering {state} the measured ordering")
+    for note in a["notes"]:
+        console.print(f"[dim]{note}[/dim]")
     if path:
         console.print(f"wrote {path}")

@@ -6,9 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from slimkit.cli.common import load, model_args
+from slimkit.cli.common import csv, load, model_args
 
-HELP = "remove channels (a smaller model) or mask weights"
+HELP = "remove channels (a smaller model) or mask weights; optionally fine-tune"
+CRITERIA = "l1, l2, random (no data); taylor, saliency (gradients); slimming, group_lasso " \
+           "(sparse training on labelled data first)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,12 +22,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "removing channels")
     p.add_argument("--ratio", type=float, default=0.5, help="share to remove, in [0, 1)")
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
-    p.add_argument("--importance", default="l1", choices=["l1", "l2", "taylor", "random"])
+    p.add_argument("--importance", default="l1", help=f"criterion: {CRITERIA}")
     p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"])
     p.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple")
     p.add_argument("--exclude", action="append", default=[], metavar="RULE",
                    help="layers never pruned: name:EXACT, re:REGEX or type:OP (repeatable)")
-    p.add_argument("--data", help="data for gradient (taylor) importance")
+    p.add_argument("--data", help="data for data-driven importance, sparse training and "
+                                  "fine-tuning (e.g. builtin:digits:train)")
+    p.add_argument("--eval-data", help="data to measure the metric on (sensitivity scan, "
+                                       "accuracy before/after fine-tuning)")
+    p.add_argument("--penalty", type=float, default=1e-4,
+                   help="strength of the slimming / group-lasso penalty")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="epochs of fine-tuning on --data after each pruning step")
+    p.add_argument("--iterations", type=int, default=1,
+                   help="pruning steps (cubic schedule), each followed by fine-tuning")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="scan every group alone on --eval-data (or --data) and set per-group "
+                        "ratios reaching --ratio overall")
+    p.add_argument("--sensitivity-ratios", type=csv(float), default=(0.25, 0.5, 0.75),
+                   help="ratios the scan tries (comma-separated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--measure", action="store_true",
                    help="measure ONNX Runtime latency before/after in the same run")
@@ -36,19 +55,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from slimkit.console import print_prune
     from slimkit.data import load_data
+    from slimkit.errors import InputError
     from slimkit.io import check_output_path
-    from slimkit.prune import PruneConfig, PruneMode, prune
+    from slimkit.prune import PruneConfig, PruneMode
+    from slimkit.prune.api import measure_latency, prune
+    from slimkit.prune.finetune import FinetuneConfig, prune_and_finetune
+    from slimkit.prune.sensitivity import config_from_scan, scan_section, sensitivity_scan
 
     config = PruneConfig(mode=PruneMode.UNSTRUCTURED if args.unstructured
                          else PruneMode.STRUCTURED,
                          ratio=args.ratio, scope=args.scope, importance=args.importance,
                          group_reduce=args.group_reduce, round_to=args.round_to,
-                         exclude=tuple(args.exclude), seed=args.seed)
+                         exclude=tuple(args.exclude), seed=args.seed, penalty=args.penalty)
+    finetune = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer,
+                              batch_size=args.batch_size, iterations=args.iterations,
+                              seed=args.seed)
+    tuning = args.finetune_epochs > 0 or args.iterations > 1
+    if (tuning or args.sensitivity) and not (args.data or args.eval_data):
+        raise InputError("--finetune-epochs, --iterations and --sensitivity need --data")
     out = Path(args.output)
     check_output_path(out / "prune-plan.json" if out.is_dir() else out)  # fail before work
     model = load(args, args.model)
-    data = load_data(args.data, model) if args.data else None
-    result = prune(model, config, data, measure=args.measure, threads=args.threads)
+    data = load_data(args.data, model, split="train") if args.data else None
+    eval_data = load_data(args.eval_data, model) if args.eval_data else None
+    scan = None
+    if args.sensitivity:
+        scan_data = eval_data if eval_data is not None else data
+        if scan_data is None:
+            raise InputError("--sensitivity needs --eval-data or --data")
+        scan = sensitivity_scan(model, scan_data, config, tuple(args.sensitivity_ratios),
+                                train_data=data)
+        config = config_from_scan(config, scan)
+    if tuning:
+        result = prune_and_finetune(model, config, data, finetune, eval_data=eval_data)
+    else:
+        result = prune(model, config, data)
+    if scan is not None:
+        result.sections["sensitivity"] = scan_section(scan, config)
+    if args.measure:
+        result.sections["latency"] = measure_latency(model, result.model, args.threads)
     folder = result.save(args.output)
     if args.json:
         print(json.dumps(result.sections, indent=2, default=str))

@@ -82,7 +82,7 @@ def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None 
 
 def prune_once(model: Model, config: PruneConfig, data: Dataset | None) -> PruneResult:
     """One pruning step without fine-tuning (a regularised criterion sparse-trains first)."""
-    source = _sparse_trained(model, config, data)
+    source = sparse_trained_source(model, config, data)
     pruned, plan, sections = METHODS.get(config.mode.value)(source, config, data)
     report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, **sections}
     if source is not model:
@@ -90,7 +90,8 @@ def prune_once(model: Model, config: PruneConfig, data: Dataset | None) -> Prune
     return PruneResult(pruned, plan, report)
 
 
-def _sparse_trained(model: Model, config: PruneConfig, data: Dataset | None) -> Model:
+def sparse_trained_source(model: Model, config: PruneConfig,
+                          data: Dataset | None) -> Model:
     """The model the regularised criteria (slimming, group_lasso) prune: ``model`` trained
     with their penalty; ``model`` itself for every other criterion."""
     from slimkit.prune.importance import REGULARISED

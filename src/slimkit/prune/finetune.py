@@ -305,7 +305,8 @@ def prune_and_finetune(model: Model, config: PruneConfig | None = None,
         last = prune_once(current, step, data)
         structured = config.mode == PruneMode.STRUCTURED
         plan = compose_plans(plan, last.plan) if structured and plan else last.plan
-        row: dict[str, Any] = {"step": k, "ratio": round(step.ratio, 4)}
+        row: dict[str, Any] = {"step": k, "ratio": round(_cumulative(config.ratio, k,
+                                                                     settings.iterations), 4)}
         current = last.model
         if eval_data is not None:
             row["metric_pruned"] = round(metric(current, eval_data, model), 5)
@@ -328,19 +329,23 @@ def prune_and_finetune(model: Model, config: PruneConfig | None = None,
     return PruneResult(current, plan, sections)
 
 
+def _cumulative(final: float, k: int, n: int) -> float:
+    """The share removed after step ``k`` of ``n`` (the cubic schedule)."""
+    from slimkit.prune.unstructured import cubic_sparsity
+
+    if k <= 0 or final == 0:
+        return 0.0
+    return final if n == 1 else cubic_sparsity(k, final, n)
+
+
 def _step_config(config: PruneConfig, k: int, n: int) -> PruneConfig:
     """The config of step ``k`` of ``n``: structured steps remove a share of the channels
     left (the model shrinks at every step), unstructured steps mask a share of all weights."""
-    from slimkit.prune.unstructured import cubic_sparsity
-
     def share(final: float) -> float:
-        if n == 1 or final == 0:
-            return final
-        now = cubic_sparsity(k, final, n)
+        now = _cumulative(final, k, n)
         if config.mode == PruneMode.UNSTRUCTURED:
             return now
-        before = cubic_sparsity(k - 1, final, n)
-        return 1.0 - (1.0 - now) / (1.0 - before)
+        return 1.0 - (1.0 - now) / (1.0 - _cumulative(final, k - 1, n))
 
     return replace(config, ratio=share(config.ratio),
                    layer_ratios=tuple((rule, share(r)) for rule, r in config.layer_ratios))

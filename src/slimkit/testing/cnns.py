@@ -246,10 +246,11 @@ def cnn_model(name: str, seed: int = 0) -> Model:
         module = CNNS[name]()
         for sub in module.modules():
             if isinstance(sub, nn.BatchNorm2d):
-                nn.init.uniform_(sub.weight, 0.5, 1.5)
-                nn.init.normal_(sub.bias, 0.0, 0.1)
-                nn.init.normal_(sub.running_mean, 0.0, 0.1)
-                nn.init.uniform_(sub.running_var, 0.5, 1.5)
+                with torch.no_grad():
+                    sub.weight.uniform_(0.5, 1.5)
+                    sub.bias.normal_(0.0, 0.1)
+                    sub.get_buffer("running_mean").normal_(0.0, 0.1)
+                    sub.get_buffer("running_var").uniform_(0.5, 1.5)
     task = Task.OTHER if name == "unet" else Task.CLASSIFICATION
     return Model(name=f"tiny-{name}", source=f"slimkit.testing.cnns:{CNNS[name].__name__}",
                  module=module.eval(), inputs=(TensorSpec("input", (DYNAMIC_BATCH,
