@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=float, metavar="ALPHA",
                    help="SmoothQuant rebalancing of LayerNorm -> Linear pairs (e.g. 0.5), "
                         "applied where exact")
+    p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
+                   help="cross-layer equalization + bias correction of torch CNNs (static "
+                        "mode); auto: tried on depthwise pairs, kept when it scores better")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude), calibration_size=args.calibration_size,
         block_size=args.block_size, fuse_transformer=not args.no_fuse,
         max_drop=args.max_drop, relative_drop=args.relative, qat_epochs=args.qat_epochs,
-        qat_lr=args.qat_lr, learn_scales=args.learn_scales, smooth_alpha=args.smooth)
+        qat_lr=args.qat_lr, learn_scales=args.learn_scales, smooth_alpha=args.smooth,
+        equalize=args.equalize)
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
     model = load(args, args.model)

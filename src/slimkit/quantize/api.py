@@ -16,7 +16,7 @@ from slimkit.evaluate import UserMetric
 from slimkit.io import atomic_path, check_output_path
 from slimkit.model import Model
 from slimkit.quantize.calibration import check_calibration
-from slimkit.quantize.config import QuantizeConfig, QuantMode
+from slimkit.quantize.config import Equalize, QuantizeConfig, QuantMode
 from slimkit.quantize.graph import load_proto, prove_integer_kernels, quantizable_layers
 from slimkit.quantize.methods import METHODS, QuantJob
 from slimkit.quantize.scoring import Scorer
@@ -86,7 +86,11 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
                                                                   config.smooth_alpha)
         float_path, sections["prepare"] = _float_model(source_model, tmp, config)
         float_model = replace(model.with_onnx(float_path), name=f"{model.name}-fp32")
-        layers = quantizable_layers(load_proto(float_path))
+        source = float_path
+        if config.mode == QuantMode.STATIC and calib is not None:
+            source, sections["equalization"] = _equalized(source_model, calib, config, tmp,
+                                                          float_path)
+        layers = quantizable_layers(load_proto(source))
         if not layers and config.mode != QuantMode.FP16:
             raise InputError(f"'{model.name}' has no quantizable layers (MatMul, Gemm, Conv "
                              "with constant weights)")
@@ -94,7 +98,7 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         sections["preflight"] = run_preflight(float_path, config, model.inputs, threads).to_dict()
         data = eval_data or calib or synthetic(model.inputs, 16, seed=0)
         scorer = Scorer(model, float_model, data, metric)
-        source, overrides = float_path, None
+        overrides = None
         if config.mode == QuantMode.QAT and train is not None:
             source, overrides, sections["qat"] = _qat(source_model, train, config, tmp)
         job = QuantJob(source, tmp / "quant.onnx", config, model.input_names,
@@ -103,6 +107,9 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
                        calibration_cache=tmp / "calibration.json", range_overrides=overrides)
         sections["method"] = METHODS.get(config.mode.value)(job)
         score = scorer.score(job.out_path)
+        if sections.get("equalization", {}).get("applied") and \
+                config.equalize == Equalize.AUTO:
+            job, score = _keep_better(job, score, float_path, scorer, sections["equalization"])
         met_budget = None
         if config.max_drop is not None:
             from slimkit.quantize.accuracy import revert_until_within_budget
@@ -135,6 +142,46 @@ def _float_model(model: Model, tmp: Path, config: QuantizeConfig) -> tuple[Path,
     path, info = float_onnx(model, tmp, fuse)
     info["float_bytes"] = path.stat().st_size
     return path, info
+
+
+def _equalized(model: Model, calib: Dataset, config: QuantizeConfig, tmp: Path,
+               plain: Path) -> tuple[Path, dict[str, Any]]:
+    """The float ONNX file to quantize from: equalized and bias-corrected when asked (or, in
+    auto mode, when the model has depthwise convolution pairs); else ``plain``."""
+    from slimkit.quantize.equalize import equalize, has_depthwise_pair
+
+    if model.module is None:
+        return plain, {"applied": False, "why": "an ONNX model: equalization needs torch"}
+    if config.equalize == Equalize.OFF:
+        return plain, {"applied": False, "why": "turned off"}
+    if config.equalize == Equalize.AUTO and not has_depthwise_pair(model.module):
+        return plain, {"applied": False, "why": "no depthwise convolution pair to equalize"}
+    eq_model, info = equalize(model, calib, per_channel=config.per_channel)
+    (tmp / "equalized").mkdir()
+    path, _ = _float_model(eq_model, tmp / "equalized", config)
+    return path, {"applied": True, **info}
+
+
+def _keep_better(job: QuantJob, score: Any, plain: Path, scorer: Scorer,
+                 info: dict[str, Any]) -> tuple[QuantJob, Any]:
+    """Auto mode: quantize the plain float model too and keep whichever scores better."""
+    other = replace(job, float_path=plain, out_path=job.out_path.with_name("quant-plain.onnx"),
+                    calibration_cache=None)
+    METHODS.get(job.config.mode.value)(other)
+    plain_score = scorer.score(other.out_path)
+
+    def key(s: Any) -> tuple[float, float]:
+        sqnr = s.fidelity.get("sqnr_db", 0.0)
+        # without labels, top-1 agreement on a few examples is coarse: SQNR decides first
+        return (sqnr, s.value) if scorer.name == "top1_agreement" else (round(s.value, 6), sqnr)
+
+    info["metric_with"], info["metric_without"] = score.value, plain_score.value
+    info["sqnr_with"] = score.fidelity.get("sqnr_db")
+    info["sqnr_without"] = plain_score.fidelity.get("sqnr_db")
+    if key(plain_score) > key(score):
+        info["applied"], info["why"] = False, "tried; the plain model quantized better"
+        return other, plain_score
+    return job, score
 
 
 def _diagnosis(job: QuantJob, layers: list[Any], data: Dataset,

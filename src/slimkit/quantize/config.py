@@ -28,6 +28,12 @@ class CalibMethod(str, enum.Enum):
     MSE = "mse"
 
 
+class Equalize(str, enum.Enum):
+    AUTO = "auto"  # static mode on torch CNNs with depthwise pairs: tried, kept when it helps
+    ON = "on"  # always (static mode, torch models)
+    OFF = "off"
+
+
 class ActivationType(str, enum.Enum):
     AUTO = "auto"  # chosen for the CPU: u8 on x86 (the u8 x s8 integer path), s8 on Arm
     U8 = "u8"
@@ -57,6 +63,10 @@ class QuantizeConfig:
         smooth_alpha: SmoothQuant strength (e.g. 0.5) for LayerNorm -> Linear pairs of torch
             models in int8 modes, applied only where it is exact (pre-LN transformers); off by
             default: compare the reported fidelity with and without it.
+        equalize: cross-layer equalization + bias correction of torch CNNs in static mode
+            (``slimkit.quantize.equalize``): ``auto`` tries it on models with depthwise
+            convolution pairs and keeps it only when the metric (then SQNR) is better; ``on``
+            always applies it; ``off`` never.
     """
 
     mode: QuantMode = QuantMode.DYNAMIC
@@ -75,10 +85,12 @@ class QuantizeConfig:
     qat_lr: float = 1e-4
     learn_scales: bool = False
     smooth_alpha: float | None = None
+    equalize: Equalize = Equalize.AUTO
 
     def __post_init__(self) -> None:
         coerce_enums(self, {"mode": QuantMode, "method": CalibMethod,
-                            "activation_type": ActivationType})
+                            "activation_type": ActivationType,
+                            "equalize": Equalize})
         Selector(tuple(self.exclude))  # validates the rules' syntax
         if self.calibration_size < 1:
             raise InputError("calibration_size must be >= 1")
