@@ -5,6 +5,10 @@ runs in one of several worker processes with pinned thread counts (``assign``), 
 results come back merged in input order, with back-pressure and failures surfaced as errors
 naming the worker and the shard (``pool``).
 
+Pipeline parallelism (:class:`PipelineParallel`): a torch model's top-level children are cut
+into stages balanced by measured cost (``stages``), one worker process per stage, joined by
+bounded queues that carry micro-batches in order (``pipeline``).
+
 Names are imported lazily: importing ``slimkit.parallel`` (as every worker process does before
 it pins its threads) loads neither NumPy, torch nor ONNX Runtime.
 """
@@ -16,6 +20,9 @@ from slimkit._lazy import lazy_exports
 # public name -> module that defines it
 _API = {
     "DataParallel": "slimkit.parallel.pool",
+    "PipelineParallel": "slimkit.parallel.pipeline",
+    "AdvancedPipelineOptions": "slimkit.parallel.pipeline",
+    "StagePlan": "slimkit.parallel.stages",
     "AdvancedParallelOptions": "slimkit.parallel.options",
     "StartMethod": "slimkit.parallel.options",
     "ModelSpec": "slimkit.parallel.spec",
