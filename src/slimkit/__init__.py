@@ -41,6 +41,12 @@ _API = {
     "PruneConfig": "slimkit.prune",
     "apply_plan": "slimkit.prune",
     "load_pruned": "slimkit.prune",
+    "cluster": "slimkit.cluster",
+    "ClusterConfig": "slimkit.cluster",
+    "deep_compress": "slimkit.compact",
+    "DeepCompressConfig": "slimkit.compact",
+    "write_slim": "slimkit.compact",
+    "load_slim": "slimkit.compact",
 }
 
 __all__ = sorted(_API)

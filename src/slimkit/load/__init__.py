@@ -9,8 +9,8 @@ from slimkit.model import Model
 
 SPEC_HELP = (
     "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a folder "
-    "written by 'slimkit prune', package.module:factory (or file.py:factory) with optional "
-    "weights, or builtin:NAME"
+    "written by 'slimkit prune', a .slim file ('slimkit compact'), package.module:factory "
+    "(or file.py:factory) with optional weights, or builtin:NAME"
 )
 
 
@@ -62,6 +62,10 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
         from slimkit.load.onnx_file import load_onnx
 
         return load_onnx(path)
+    if spec.endswith(".slim"):
+        from slimkit.compact.container import load_slim
+
+        return load_slim(path)
     from slimkit.prune.save import PLAN_FILE, is_pruned_folder, load_pruned
 
     if is_pruned_folder(path) or path.name == PLAN_FILE:
