@@ -5,6 +5,7 @@ token model and a randomly initialised Hugging Face BertModel (no download)."""
 from __future__ import annotations
 
 import copy
+import shutil
 
 import numpy as np
 import pytest
@@ -136,8 +137,11 @@ def test_hf_folder_prunes_saves_and_loads_through_load_model(tmp_path):
     model = load_model(str(tmp_path / "bert"))
     result = prune(model, PruneConfig(head_ratio=0.5, ffn_ratio=0.5))
     folder = result.save(tmp_path / "pruned")
+    assert (folder / "base" / "config.json").is_file()  # the architecture travels along
+    shutil.rmtree(tmp_path / "bert")  # so the source folder is no longer needed
     loaded = load_model(str(folder))
     assert loaded.module.model.encoder.layer[0].attention.self.num_attention_heads == 2
+    assert result.save(folder) == folder  # saving again over it replaces the base folder
     torch.testing.assert_close(_outputs(loaded)[0], _outputs(result.model)[0], atol=0, rtol=0)
 
 

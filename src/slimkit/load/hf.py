@@ -83,7 +83,30 @@ def _quiet_transformers(transformers: Any) -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _load_folder(transformers: Any, folder: Path, name: str | None) -> Model:
+def load_hf_architecture(folder: str | Path, name: str | None = None) -> Model:
+    """The architecture of a folder written by :func:`save_hf_architecture` (config and
+    tokenizer, no weights), randomly initialised: the base a pruned model is rebuilt on."""
+    transformers = require("transformers", "loading a Hugging Face model")
+    with _quiet_transformers(transformers):
+        return _load_folder(transformers, Path(folder), name, weights=False)
+
+
+def save_hf_architecture(model: Model, folder: Path) -> bool:
+    """Write the config (and tokenizer) of a Hugging Face ``model`` into ``folder``, which
+    must not exist; False, writing nothing, for other models."""
+    wrapper = model.module
+    config: Any = getattr(getattr(wrapper, "model", None), "config", None)
+    if not isinstance(wrapper, _HFWrapper) or not hasattr(config, "save_pretrained"):
+        return False
+    folder.mkdir()
+    config.save_pretrained(folder)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(folder)
+    return True
+
+
+def _load_folder(transformers: Any, folder: Path, name: str | None,
+                 weights: bool = True) -> Model:
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     try:
         config = transformers.AutoConfig.from_pretrained(folder, **common)
@@ -92,7 +115,8 @@ def _load_folder(transformers: Any, folder: Path, name: str | None) -> Model:
         auto = (transformers.AutoModelForSequenceClassification if classifier
                 else transformers.AutoModel)
         hf_model = auto.from_pretrained(folder, use_safetensors=True,
-                                        attn_implementation="eager", **common)
+                                        attn_implementation="eager", **common) if weights \
+            else auto.from_config(config, attn_implementation="eager")
         tokenizer = _tokenizer(transformers, folder, common)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load Hugging Face model '{folder}': {exc}") from None

@@ -19,6 +19,7 @@ from slimkit.prune.unstructured import bake_masks, copy_masked, has_masks, weigh
 
 PLAN_FILE = "prune-plan.json"
 WEIGHTS_FILE = "model.safetensors"
+BASE_FOLDER = "base"  # a Hugging Face model's config + tokenizer: the folder rebuilds alone
 
 
 def save_pruned(model: Model, plan: PrunePlan, folder: str | Path) -> Path:
@@ -38,6 +39,7 @@ def save_pruned(model: Model, plan: PrunePlan, folder: str | Path) -> Path:
     payload = weights_bytes(module)
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         tmp.write_bytes(payload)
+    _save_base(model, out)
     document = plan.to_dict()
     document["weights"] = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(payload).hexdigest()}
     with atomic_path(out / PLAN_FILE) as tmp:
@@ -80,7 +82,7 @@ def load_pruned(path: str | Path, base_model: Model | str | None = None) -> Mode
     if expected and hashlib.sha256(payload).hexdigest() != expected:
         raise ModelLoadError(f"'{weights}' does not match the checksum in '{plan_path}': the "
                              "weights were changed or damaged; save the pruned model again")
-    base = _base(base_model, plan)
+    base = _base(base_model, plan, plan_path.parent / BASE_FOLDER)
     module = apply_plan(copy.deepcopy(base.require_module("loading a pruned model")), plan)
     try:
         module.load_state_dict(load(payload), strict=True)
@@ -122,11 +124,29 @@ def _input_shape(plan: PrunePlan) -> tuple[int, ...] | None:
     return (1, *dims)
 
 
-def _base(base_model: Model | str | None, plan: PrunePlan) -> Model:
+def _save_base(model: Model, out: Path) -> None:
+    """Write a Hugging Face model's architecture (config, tokenizer) into ``out/base``
+    (through a temporary folder; a previous one is replaced)."""
+    import shutil
+    import tempfile
+
+    from slimkit.load.hf import save_hf_architecture
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".base-") as tmp:
+        if save_hf_architecture(model, Path(tmp) / BASE_FOLDER):
+            shutil.rmtree(out / BASE_FOLDER, ignore_errors=True)
+            (Path(tmp) / BASE_FOLDER).rename(out / BASE_FOLDER)
+
+
+def _base(base_model: Model | str | None, plan: PrunePlan, saved: Path) -> Model:
     from slimkit.load import load_model
 
     if isinstance(base_model, Model):
         return base_model
+    if base_model is None and (saved / "config.json").is_file():
+        from slimkit.load.hf import load_hf_architecture
+
+        return load_hf_architecture(saved, plan.model.get("name"))
     spec = base_model or plan.model.get("source")
     if not spec:
         raise ModelLoadError("the pruning plan names no source model; pass base_model")
