@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mask single weights (no speed-up on dense runtimes) instead of "
                         "removing channels")
     p.add_argument("--ratio", type=float, default=0.5, help="share to remove, in [0, 1)")
+    p.add_argument("--head-ratio", type=float, help="transformers: share of attention heads "
+                   "to remove (default: --ratio)")
+    p.add_argument("--ffn-ratio", type=float, help="transformers: share of FFN neurons to "
+                   "remove (default: --ratio)")
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
     p.add_argument("--importance", default="l1", help=f"criterion: {CRITERIA}")
     p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"])
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> None:
 
     config = PruneConfig(mode=PruneMode.UNSTRUCTURED if args.unstructured
                          else PruneMode.STRUCTURED,
-                         ratio=args.ratio, scope=args.scope, importance=args.importance,
+                         ratio=args.ratio, head_ratio=args.head_ratio,
+                         ffn_ratio=args.ffn_ratio, scope=args.scope, importance=args.importance,
                          group_reduce=args.group_reduce, round_to=args.round_to,
                          exclude=tuple(args.exclude), seed=args.seed, penalty=args.penalty)
     finetune = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer,
