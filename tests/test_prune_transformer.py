@@ -223,3 +223,18 @@ def test_minilm_loses_a_third_of_heads_and_half_of_ffn(minilm, tmp_path):
     assert embedding_fidelity(ref, got)["cosine_mean"] > 0.5
     loaded = load_model(str(result.save(tmp_path / "pruned")))
     np.testing.assert_array_equal(_outputs(loaded)[0].numpy(), got)
+
+
+def test_cli_prunes_heads_and_ffn_with_separate_ratios(tmp_path, capsys):
+    from slimkit.cli import main
+
+    out = tmp_path / "vit-pruned"
+    code = main(["prune", "slimkit.testing.transformers:tiny_vit", "--input-shape",
+                 "1x3x16x16", "-o", str(out), "--head-ratio", "0.5", "--ffn-ratio", "0.25",
+                 "--round-to", "1", "--json"])
+    assert code == 0
+    loaded = load_model(str(out))
+    assert loaded.module.blocks[0].attn.num_heads == 2
+    assert loaded.module.blocks[0].mlp.fc1.out_features == 48
+    assert main(["prune", "slimkit.testing.transformers:tiny_vit", "--input-shape",
+                 "1x3x16x16", "-o", str(tmp_path / "x"), "--head-ratio", "1.5"]) == 2

@@ -42,7 +42,8 @@ HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads")  # query heads
 KV_ATTRS = ("num_kv_heads", "num_key_value_heads", "n_kv_heads")  # key/value heads
 DIM_ATTRS = ("head_dim", "attention_head_size")
 RESIDUAL_NOTE = ("the residual stream (hidden size: embeddings, norms, attention outputs) is "
-                 "coupled through every block and left whole")
+                 "coupled through every block and left whole; in a model with transformer "
+                 "blocks only their heads and FFN neurons are pruned")
 
 
 @dataclass(frozen=True)
