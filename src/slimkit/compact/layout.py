@@ -95,7 +95,7 @@ def _encode_values(values: np.ndarray, index: np.ndarray, rows: int, size: int,
     book, codes = np.unique(values, return_inverse=True)
     if 0 < len(book) <= MAX_CODEBOOK:
         options.append(("codebook", [_float_stream(book, store), (codes, _bits(len(book)))]))
-    elif rows > 1 and len(values):
+    if rows > 1 and len(values):
         table, row_codes = _row_codebooks(values, index // (size // rows), rows)
         if table.shape[1] <= MAX_CODEBOOK:
             options.append(("rows", [_float_stream(table.ravel(), store),
