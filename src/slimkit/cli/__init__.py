@@ -15,7 +15,7 @@ from slimkit.cli.common import EPILOG
 from slimkit.errors import SlimkitError
 
 COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "evaluate", "diff",
-            "report", "tune", "zoo")
+            "report", "serve", "tune", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
