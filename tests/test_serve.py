@@ -138,6 +138,20 @@ def test_client_disconnect_mid_body(server):
     np.testing.assert_allclose(predict(server, x), expected(x), atol=1e-6)
 
 
+def test_keep_alive_serves_many_requests_on_one_connection(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        for n in (1, 2, 3):
+            x = RNG.standard_normal((n, 8)).astype(np.float32)
+            conn.request("POST", "/predict", json.dumps({"inputs": x.tolist()}))
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Connection") != "close"
+            out = np.asarray(json.loads(response.read())["outputs"]["output"], np.float32)
+            np.testing.assert_allclose(out, expected(x), atol=1e-6)
+    finally:
+        conn.close()
+
+
 def test_health_and_metrics(server):
     assert get(server, "/health") == (200, {"status": "ok", "model": "tiny-mlp",
                                             "runtime": "torch", "queue": 0})

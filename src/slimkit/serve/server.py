@@ -2,9 +2,10 @@
 
 Why the standard library: the work is a blocking forward pass that one batcher thread owns, so
 an event loop (aiohttp) buys nothing here, and the server stays dependency-free. Each
-connection gets a thread that reads and checks the request, queues it and waits for its
-outputs; HTTP/1.0 semantics (one request per connection) keep shutdown simple: no idle
-keep-alive connection holds a thread.
+connection gets a thread that reads and checks each request, queues it and waits for its
+outputs. HTTP/1.1 keep-alive lets a client reuse its connection; shutdown waits only for
+requests in flight (an idle kept-alive connection holds nothing; its thread is a daemon that
+ends with the socket's timeout or the process).
 
 Routes: ``POST /predict`` (also ``/v1/predict``), ``GET /health``, ``GET /metrics``.
 Statuses: 400 bad body/shape/dtype, 404, 411 no Content-Length, 413 body too large, 503 queue
@@ -182,6 +183,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "slimkit-serve"
+    protocol_version = "HTTP/1.1"  # keep-alive; every reply carries a Content-Length
 
     def setup(self) -> None:
         super().setup()
@@ -219,9 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers["Content-Length"])
         except (TypeError, ValueError):
+            self.close_connection = True  # a body of unknown length may follow
             return 411, {"error": "send the body with a Content-Length header"}
         limit = app.config.max_body_bytes
         if length > limit:
+            self.close_connection = True
             self._reply(413, {"error": f"body of {length} bytes is over the {limit} byte limit"})
             self._discard(min(length, DRAIN_CAP))
             return 0, b""
@@ -252,6 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             if status == 503:
                 self.send_header("Retry-After", "1")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
