@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short smoke run (indicative only)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of each server")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model specs")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("-o", "--output", type=Path)
     args = p.parse_args(argv)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = {spec: bench_model(spec, rounds, per_client, args.threads, pool)
-                   for spec in MODELS}
+                   for spec in args.models.split(",") if spec}
     payload = {
         "benchmark": f"serve: dynamic batching vs none, {CLIENTS} concurrent clients, "
                      "one example per request, ONNX Runtime",

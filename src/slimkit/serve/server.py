@@ -174,6 +174,7 @@ class InferenceServer:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process alive; stop() waits itself
+    request_queue_size = 128  # the listen backlog (socketserver: 5, too few for 16 clients)
     app: InferenceServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
