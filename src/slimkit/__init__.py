@@ -48,12 +48,21 @@ _API = {
     "PruneConfig": "slimkit.prune",
     "apply_plan": "slimkit.prune",
     "load_pruned": "slimkit.prune",
+    "distill": "slimkit.distill",
+    "DistillConfig": "slimkit.distill",
+    "shallow_student": "slimkit.distill",
+    "low_rank": "slimkit.lowrank",
+    "LowRankConfig": "slimkit.lowrank",
     "cluster": "slimkit.cluster",
     "ClusterConfig": "slimkit.cluster",
     "deep_compress": "slimkit.compact",
     "DeepCompressConfig": "slimkit.compact",
     "write_slim": "slimkit.compact",
     "load_slim": "slimkit.compact",
+    "advise": "slimkit.advise",
+    "AdviseConfig": "slimkit.advise",
+    "behaviour_diff": "slimkit.diff",
+    "write_html_report": "slimkit.report_html",
 }
 
 __all__ = sorted(_API)

@@ -70,6 +70,11 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
 
     if is_pruned_folder(path) or path.name == PLAN_FILE:
         return load_pruned(path)
+    from slimkit.lowrank.save import PLAN_FILE as LOWRANK_PLAN
+    from slimkit.lowrank.save import is_lowrank_folder, load_lowrank
+
+    if is_lowrank_folder(path) or path.name == LOWRANK_PLAN:
+        return load_lowrank(path)
     from slimkit.load.hf import is_hf_folder, load_hf_folder
 
     if is_hf_folder(path):
