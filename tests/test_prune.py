@@ -242,19 +242,19 @@ def test_unknown_layers_leave_their_group_whole_and_are_named():
         def __init__(self) -> None:
             super().__init__()
             self.conv1, self.norm = nn.Conv2d(3, 16, 3), nn.GroupNorm(4, 16)
-            self.conv2, self.grouped = nn.Conv2d(16, 16, 3), nn.Conv2d(16, 16, 1, groups=4)
+            self.conv2, self.transposed = nn.Conv2d(16, 16, 3), nn.ConvTranspose2d(16, 16, 1)
             self.conv3, self.fc = nn.Conv2d(16, 16, 1), nn.Linear(16, 2)
 
         def forward(self, x):
             x = self.conv2(self.norm(self.conv1(x)))
-            x = self.conv3(torch.roll(self.grouped(x), 1, dims=2))
+            x = self.conv3(torch.roll(self.transposed(x), 1, dims=2))
             return self.fc(x.mean((2, 3)))
 
     model = Model(name="odd", source="test", module=Odd(),
                   inputs=(TensorSpec("input", ("batch", 3, 12, 12)),))
     result = prune(model, PruneConfig(ratio=0.5))
     skipped = {row["layer"]: row["why"] for row in result.sections["skipped"]}
-    assert "GroupNorm" in skipped["norm"] and "grouped convolution" in skipped["grouped"]
+    assert "GroupNorm" in skipped["norm"] and "ConvTranspose2d" in skipped["transposed"]
     assert "roll" in skipped
     kept = {g.layers[0]: (g.channels, g.kept) for g in result.plan.groups}
     assert kept["conv1"] == (16, 16) and kept["conv2"] == (16, 16)  # into unknown ops

@@ -203,7 +203,7 @@ def channel_scores(graph: ChannelGraph, saliency: dict[str, torch.Tensor],
         if node.kind in (LayerKind.CONV, LayerKind.LINEAR) and node.in_vars is not None:
             axes.append((1, node.in_vars))
         for axis, variables in axes:
-            per_position = weight.transpose(0, axis).reshape(weight.shape[axis], -1).sum(1)
+            per_position = _per_position(weight, axis, len(variables))
             layer_scores: dict[int, float] = {}
             for cls, score in zip(graph.classes_of(variables), per_position.tolist(),
                                   strict=True):
@@ -214,6 +214,17 @@ def channel_scores(graph: ChannelGraph, saliency: dict[str, torch.Tensor],
     if reduce == "mean":
         return {cls: score / count[cls] for cls, score in total.items()}
     return total
+
+
+def _per_position(weight: torch.Tensor, axis: int, positions: int) -> torch.Tensor:
+    """A weight's saliency summed per position of ``axis``; the input axis of a grouped
+    convolution (``positions`` = groups x its columns) is scored per group, from the rows of
+    that group only."""
+    if axis == 1 and weight.shape[1] != positions:
+        groups = positions // weight.shape[1]
+        return weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1) \
+            .sum(dim=(1, 3)).flatten()
+    return weight.transpose(0, axis).reshape(weight.shape[axis], -1).sum(1)
 
 
 def group_scores(group: ChannelGroup, scores: dict[int, float]) -> torch.Tensor:

@@ -39,7 +39,7 @@ SURGERY: Registry[Surgery] = Registry("layer surgery")
 
 def conv_rule(node: fx.Node, conv: Any, graph: ChannelGraph, env: Env) -> list[int] | None:
     """groups=1: new output channels; depthwise (groups = in_channels): each output channel
-    follows its input channel; other grouped convolutions stay unpruned."""
+    follows its input channel; other grouped convolutions: the same positions in every group."""
     variables = first_input(node, env)
     if variables is None or len(variables) != conv.in_channels:
         return unknown(node, graph, env, type(conv).__name__, "input channels not traced")
@@ -54,8 +54,15 @@ def conv_rule(node: fx.Node, conv: Any, graph: ChannelGraph, env: Env) -> list[i
         graph.layers[name] = LayerNode(name, type(conv).__name__, LayerKind.DEPTHWISE, out,
                                        variables)
         return out
-    return unknown(node, graph, env, type(conv).__name__,
-                   f"grouped convolution (groups={conv.groups}) is not pruned yet")
+    # grouped: channel j of every group is coupled (inputs and outputs alike), so every
+    # group keeps the same positions and the convolution stays valid with the same groups
+    out = graph.new_vars(conv.out_channels, name)
+    for per_group, axis in ((conv.in_channels // conv.groups, variables),
+                            (conv.out_channels // conv.groups, out)):
+        for g in range(1, conv.groups):
+            graph.unify(axis[:per_group], axis[g * per_group:(g + 1) * per_group])
+    graph.layers[name] = LayerNode(name, type(conv).__name__, LayerKind.CONV, out, variables)
+    return out
 
 
 def linear_rule(node: fx.Node, linear: Any, graph: ChannelGraph, env: Env) -> list[int] | None:
@@ -116,8 +123,10 @@ def rebuild_conv(old: Any, out_keep: Keep, in_keep: Keep) -> nn.Module:
                     padding_mode=old.padding_mode, device=old.weight.device,
                     dtype=old.weight.dtype)
     weight = _take(old.weight, 0, out_keep)
-    if not depthwise:
-        weight = _take(weight, 1, in_keep)
+    if not depthwise:  # a grouped weight's columns: the kept positions of the first group
+        per_group = old.in_channels // old.groups
+        weight = _take(weight, 1, None if in_keep is None
+                       else [i for i in in_keep if i < per_group])
     bias = _take(old.bias, 0, out_keep) if old.bias is not None else None
     _copy_into(new, old, {"weight": weight, "bias": bias})
     return new
