@@ -183,3 +183,16 @@ def test_command_packs_and_reports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.slim"
     bad.write_bytes(out.read_bytes()[:-4])
     assert main(["compact", str(bad), "-o", str(tmp_path / "x.slim"), "--pack-only"]) == 2
+
+
+def test_structured_plan_is_replayed_and_rewriting_keeps_the_source(tmp_path: Path) -> None:
+    pruned = prune(tiny_model("cnn"), PruneConfig(ratio=0.5, round_to=2))
+    info = write_slim(pruned.model, tmp_path / "p.slim", plan=pruned.plan.to_dict())
+    loaded = load_slim(info.path)
+    assert loaded.module.conv.out_channels == 4
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(_outputs(loaded, x), _outputs(pruned.model, x))
+    again = write_slim(loaded, tmp_path / "again.slim")
+    manifest, _ = read_slim(again.path)
+    assert manifest["model"]["source"] == "slimkit.testing:tiny_cnn"
+    assert manifest["model"]["plan"] is not None

@@ -171,7 +171,8 @@ def load_slim(path: str | Path) -> Model:
                    for i in entry["inputs"])
     return Model(name=f"{entry['name']}", source=str(path), module=module, inputs=inputs,
                  output_names=tuple(entry["outputs"]), task=Task(entry["task"]),
-                 meta={"compact": str(path), "base_source": entry["source"]})
+                 meta={"compact": str(path), "base_source": entry["source"],
+                       "base_plan": entry.get("plan")})
 
 
 def is_slim_file(path: str | Path) -> bool:
@@ -215,7 +216,11 @@ def _decode_tensors(entries: list[dict[str, Any]], payload: bytes) -> dict[str, 
 
 
 def _model_entry(model: Model, plan: dict[str, Any] | None) -> dict[str, Any]:
-    return {"name": model.name, "source": model.source,
+    """What rebuilds the architecture; a model loaded from a ``.slim`` file keeps the source
+    and plan it was built from (not the file's path)."""
+    source = model.meta.get("base_source", model.source)
+    plan = plan if plan is not None else model.meta.get("base_plan")
+    return {"name": model.name, "source": source,
             "inputs": [spec.to_dict() for spec in model.inputs],
             "outputs": list(model.output_names), "task": model.task.value, "plan": plan}
 

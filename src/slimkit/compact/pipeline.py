@@ -141,9 +141,11 @@ def deep_compress(model: Model, data: Dataset, config: DeepCompressConfig | None
     base_bytes = stages.fp32_safetensors_bytes(module)
 
     def stage(name: str, current: Model, **extra: Any) -> None:
-        sizes = {"all": stages.slim_bytes(current, config.codecs)["file_bytes"]}
+        size = stages.slim_bytes(current, config.codecs)["file_bytes"]
         row = {"stage": name, "accuracy": stages.accuracy_of(current, eval_data),
-               "slim_bytes": sizes["all"], "ratio": round(base_bytes / sizes["all"], 2), **extra}
+               "slim_bytes": size, "ratio": round(base_bytes / size, 2),
+               **{f"{k}_bytes": stages.slim_bytes(current, v)["file_bytes"]
+                  for k, v in (("huffman", HUFFMAN_ONLY), ("stdlib", STDLIB_CODECS))}, **extra}
         report["stages"].append(row)
         log.info("deep compression: %s", row)
 
