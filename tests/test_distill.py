@@ -217,3 +217,21 @@ def test_finetune_loss_plugs_into_the_finetuning_hook(one_torch_thread):
     result = finetune.finetune(student, data(), finetune.FinetuneConfig(epochs=2, lr=0.01),
                                hooks)
     assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
+
+
+def test_cli_distill_pruned_digits_student(tmp_path, capsys, one_torch_thread):
+    from slimkit.cli import main
+
+    out = tmp_path / "student"
+    code = main(["--quiet", "distill", "builtin:digits-cnn", "--prune-ratio", "0.5",
+                 "--data", "builtin:digits:train", "--val", "builtin:digits:val",
+                 "--max-steps", "3", "-o", str(out), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["validation"]["metric"] == "accuracy" and report["steps"] == 3
+    loaded = load_model(str(out))
+    assert loaded.module.features[0].out_channels == 16
+    assert main(["distill", "builtin:digits-cnn", "--student", "slimkit.testing:tiny_mlp",
+                 "--data", "builtin:digits:train", "-o", str(tmp_path / "y")]) == 2
+    assert "differs from teacher output shape (2, 10)" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -149,7 +149,7 @@ def test_save_and_load_back(tmp_path, one_torch_thread):
     model = load_model("slimkit.testing:tiny_mlp")
     r = low_rank(model, LowRankConfig(rule="rank", rank=2, verify=False))
     folder = r.save(tmp_path / "lr")
-    loaded = load_model(str(folder)) if _load_model_knows() else load_lowrank(folder)
+    loaded = load_model(str(folder))
     x = torch.randn(4, 8)
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.module(x).numpy(), r.model.module(x).numpy())
@@ -159,9 +159,18 @@ def test_save_and_load_back(tmp_path, one_torch_thread):
         load_lowrank(folder)
 
 
-def _load_model_knows() -> bool:
-    import inspect
 
-    import slimkit.load
+def test_cli_lowrank(tmp_path, capsys):
+    from slimkit.cli import main
 
-    return "lowrank" in inspect.getsource(slimkit.load)
+    out = tmp_path / "lr"
+    code = main(["--quiet", "lowrank", "slimkit.testing:tiny_mlp", "-o", str(out), "--rule",
+                 "rank", "--rank", "2", "--exclude", "name:fc2", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["layers"][0]["ranks"] == [2] and report["onnx_verified"]["max_abs_diff"] < 1e-4
+    assert load_model(str(out)).module.fc1[1].in_features == 2
+    assert main(["lowrank", "slimkit.testing:tiny_mlp", "-o", str(tmp_path / "x"), "--rule",
+                 "rank", "--rank", "99"]) == 2
+    assert "allows rank at most" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

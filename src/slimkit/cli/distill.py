@@ -1,0 +1,100 @@
+"""``slimkit distill``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from slimkit.cli.common import load, model_args
+
+HELP = "train a smaller student to match a teacher (soft targets, hints or embeddings)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model_args(p)  # MODEL is the teacher
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to write the student into (load it back with load_model)")
+    p.add_argument("--data", required=True, help="training data (labels optional)")
+    student = p.add_mutually_exclusive_group(required=True)
+    student.add_argument("--student", help="the student model spec")
+    student.add_argument("--keep-every", type=int, metavar="K",
+                         help="student = the teacher keeping every K-th encoder layer "
+                              "(Hugging Face encoders)")
+    student.add_argument("--prune-ratio", type=float, metavar="R",
+                         help="student = the teacher with R of its channels removed")
+    p.add_argument("--val", help="validation data: early stopping and the best student")
+    p.add_argument("--loss", default="kd", choices=["kd", "embedding-mse", "embedding-cosine"])
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft (teacher) term")
+    p.add_argument("--hint", action="append", default=[], metavar="STUDENT=TEACHER",
+                   help="match these layers' outputs (adapters bridge widths; repeatable)")
+    p.add_argument("--feature-weight", type=float, default=1.0)
+    p.add_argument("--output-adapter", action="store_true",
+                   help="learn a Linear from the student's output width to the teacher's")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0, help="steps (0: every epoch)")
+    p.add_argument("--patience", type=int, default=0, help="0: never stop early")
+    p.add_argument("--checkpoint", help="checkpoint folder")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> None:
+    from slimkit.console import print_mapping
+    from slimkit.data import load_data
+    from slimkit.distill import DistillConfig, distill, narrow_student, shallow_student
+    from slimkit.errors import InputError
+    from slimkit.io import check_output_path
+
+    if args.resume and not args.checkpoint:
+        raise InputError("--resume needs --checkpoint FOLDER")
+    config = DistillConfig(
+        loss=args.loss, temperature=args.temperature, alpha=args.alpha,
+        features=tuple(_pair(h) for h in args.hint), feature_weight=args.feature_weight,
+        output_adapter=args.output_adapter, epochs=args.epochs, max_steps=args.max_steps,
+        lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
+        eval_every=args.eval_every, patience=args.patience,
+        checkpoint_every=args.checkpoint_every)
+    out = Path(args.output)
+    check_output_path(out / "x" if out.is_dir() else out)  # fail before the work
+    teacher = load(args, args.model)
+    plan = None
+    if args.keep_every is not None:
+        student = shallow_student(teacher, args.keep_every)
+    elif args.prune_ratio is not None:
+        pruned = narrow_student(teacher, args.prune_ratio, seed=args.seed)
+        student, plan = pruned.model, pruned.plan
+    else:
+        student = load(args, args.student)
+    data = load_data(args.data, teacher, split="train", seed=args.seed)
+    val = load_data(args.val, teacher, split="val", seed=args.seed) if args.val else None
+    result = distill(student, teacher, data, config, val=val, checkpoint=args.checkpoint,
+                     resume=args.resume)
+    folder = result.save(out, plan)
+    if args.json:
+        print(json.dumps(result.sections, indent=2, default=str))
+        return
+    v = result.sections["validation"]
+    print_mapping(f"distilled {student.name} from {teacher.name} -> {folder}", {
+        "steps": result.sections["steps"], "examples": result.sections["examples"],
+        "final loss": result.sections["loss"][-1]["loss"] if result.sections["loss"] else None,
+        f"validation {v['metric']} before": v["before"],
+        f"validation {v['metric']} after": v["after"],
+        "stopped early": result.sections["stopped_early"],
+        "cpu seconds": result.sections["cpu_seconds"]})
+
+
+def _pair(text: str) -> tuple[str, str]:
+    from slimkit.errors import InputError
+
+    student, sep, teacher = text.partition("=")
+    if not sep or not student or not teacher:
+        raise InputError(f"--hint '{text}' must be STUDENT_LAYER=TEACHER_LAYER")
+    return student, teacher
