@@ -64,7 +64,8 @@ def prune_all(model: Any, calib: Any, started: float) -> dict[str, Any]:
         config = PruneConfig(head_ratio=HEAD_RATIO, ffn_ratio=FFN_RATIO, importance=criterion,
                              taylor_batches=4, batch_size=16)
         t0 = time.perf_counter()
-        results[criterion] = prune(model, config, calib if criterion in ("taylor", "activation") else None)
+        data = calib if criterion in ("taylor", "activation") else None
+        results[criterion] = prune(model, config, data)
         log(started, f"pruned with {criterion} in {time.perf_counter() - t0:.1f} s")
     return results
 

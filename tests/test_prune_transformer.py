@@ -209,20 +209,41 @@ def test_sites_are_found_by_structure_and_bad_ratios_fail():
         apply_plan(small, plan)
 
 
+def _sentences(seed: int, count: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    who = ["the chef", "a striker", "the central bank", "a nurse", "the orchestra", "the fox",
+           "the astronomers", "a backpacker"]
+    did = ["cooked", "won", "raised", "treated", "performed", "chased", "observed", "visited"]
+    what = ["a pot of soup", "the final", "interest rates", "the patient", "a symphony",
+            "the chickens", "a distant galaxy", "the old harbour"]
+    return [f"{rng.choice(who)} {rng.choice(did)} {rng.choice(what)} on {day}."
+            for day in ("monday", "tuesday", "friday", "sunday") for _ in range(count // 4)]
+
+
 @pytest.mark.slow
 def test_minilm_loses_a_third_of_heads_and_half_of_ffn(minilm, tmp_path):
-    from slimkit.evaluate import embedding_fidelity
+    from slimkit import load_data
+    from slimkit.evaluate import embedding_fidelity, predict
 
-    result = prune(minilm, PruneConfig(head_ratio=1 / 3, ffn_ratio=0.5))
+    texts = {}
+    for name, seed in (("calib", 1), ("eval", 2)):
+        (tmp_path / f"{name}.txt").write_text("\n".join(_sentences(seed, 32)) + "\n")
+        texts[name] = load_data(str(tmp_path / f"{name}.txt"), minilm)
+    result = prune(minilm, PruneConfig(head_ratio=1 / 3, ffn_ratio=0.5,
+                                       importance="activation"), texts["calib"])
     layer = result.model.module.model.encoder.layer[0]
     assert layer.attention.self.num_attention_heads == 8
     assert layer.intermediate.dense.out_features == 768
     exported = export_onnx(result.model, tmp_path / "minilm-pruned.onnx")
     assert exported.max_abs_diff < 1e-4
-    ref, got = _outputs(minilm)[0].numpy(), _outputs(result.model)[0].numpy()
-    assert embedding_fidelity(ref, got)["cosine_mean"] > 0.5
-    loaded = load_model(str(result.save(tmp_path / "pruned")))
-    np.testing.assert_array_equal(_outputs(loaded)[0].numpy(), got)
+    got = predict(result.model, texts["eval"])
+    fidelity = embedding_fidelity(predict(minilm, texts["eval"]), got)
+    assert fidelity["cosine_mean"] > 0.6  # before any recovery training (0.77 in the bench)
+    folder = result.save(tmp_path / "pruned")
+    loaded = load_model(str(folder))
+    np.testing.assert_array_equal(predict(loaded, texts["eval"]), got)
 
 
 def test_cli_prunes_heads_and_ffn_with_separate_ratios(tmp_path, capsys):

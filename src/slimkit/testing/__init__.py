@@ -12,7 +12,11 @@ from torch import nn
 from slimkit.evaluate import sqnr_db
 from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 from slimkit.testing.cnns import CNN_NAMES, cnn_model  # noqa: F401  (re-export)
-from slimkit.testing.transformers import tiny_gqa, tiny_transformer, tiny_vit
+from slimkit.testing.transformers import (  # noqa: F401  (re-export)
+    tiny_gqa,
+    tiny_transformer,
+    tiny_vit,
+)
 
 
 class TinyMLP(nn.Module):
