@@ -129,7 +129,8 @@ class PipelineParallel:
         micro_batch: examples per micro-batch.
         threads_per_stage: intra-op threads of each stage.
 
-    Example:
+    Example (skipped in doctests: it starts processes that import torch):
+        >>> import numpy as np
         >>> x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
         >>> spec = ModelSpec("slimkit.testing:tiny_cnn", input_shape=(1, 3, 8, 8))
         >>> with PipelineParallel(spec, stages=2, micro_batch=2) as pp:  # doctest: +SKIP
