@@ -126,10 +126,11 @@ def try_pruner(tool: str, model: Model, tmp: Path) -> tuple[dict[str, Any], Mode
         return row, None
 
 
-def architectures(quick: bool, tmp: Path, keep: dict[str, dict[str, Model]]) -> list[dict]:
+def architectures(quick: bool, tmp: Path, keep: dict[str, dict[str, Model]],
+                  only: list[str]) -> list[dict]:
     rows = []
     names = [*CNN_NAMES, *(ZOO[:2] if quick else ZOO)]
-    for name in names:
+    for name in [n for n in names if not only or n in only]:
         model = cnn_model(name) if name in CNN_NAMES else zoo_model(name)
         base = model_stats(model)
         for tool in PRUNERS:
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer models, epochs and rounds")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--models", default="",
+                   help=f"only these models in architectures/latency (of {CNN_NAMES + ZOO})")
     args = p.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     torch.manual_seed(0)
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(folder)
         if "architectures" in sections or "latency" in sections:
             print("architectures: slimkit vs Torch-Pruning at 50%", flush=True)
-            result["architectures"] = architectures(args.quick, tmp, keep)
+            result["architectures"] = architectures(args.quick, tmp, keep,
+                                                    [m for m in args.models.split(",") if m])
         if "latency" in sections:
             print("latency (ORT, 1 thread, batch 1)", flush=True)
             result["latency"] = latency(args.quick, tmp, keep)
@@ -283,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             print("accuracy: 50% of channels + fine-tuning", flush=True)
             result["accuracy"] = accuracy(args.quick)
     result["summary"] = summary(result)
-    out = HERE / "results" / ("prune-quick.json" if args.quick else "prune.json")
+    name = "prune-quick" if args.quick else "prune"
+    out = HERE / "results" / (f"{name}-partial.json" if args.models or len(sections) < 3
+                              else f"{name}.json")
     write_json(out, result)
     print(f"summary: {result['summary']}\nwrote {out}")
     return 0

@@ -198,3 +198,16 @@ def test_metric_without_labels_compares_with_the_reference():
     assert metric(model, data, reference=model) == 1.0
     with pytest.raises(InputError, match="reference"):
         metric(model, data)
+
+
+@pytest.mark.slow
+def test_digits_cnn_half_the_channels_plus_fine_tuning_stays_within_half_a_point(digits_cnn):
+    from slimkit import load_data
+
+    train = load_data("builtin:digits:train", digits_cnn)
+    test = load_data("builtin:digits:test", digits_cnn)
+    original = metric(digits_cnn, test)
+    result = prune_and_finetune(digits_cnn, PruneConfig(ratio=0.5), train,
+                                FinetuneConfig(epochs=3, lr=1e-3), eval_data=test)
+    assert result.sections["size"]["macs_ratio"] < 0.3
+    assert original - metric(result.model, test) <= 0.005

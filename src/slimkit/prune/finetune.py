@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -186,7 +186,7 @@ def _train(model: Model, data: Dataset, config: FinetuneConfig,
         torch.manual_seed(config.seed)
         module.train()
         for _ in progress(range(config.epochs), "fine-tuning", config.epochs):
-            total = 0.0
+            total, count = 0.0, 0
             for inputs, labels in _shuffled(data, rng, config.batch_size, steps):
                 batch = _batch(inputs, labels, hooks.teacher)
                 loss = loss_fn(module(*model.torch_args(inputs)), batch)
@@ -196,17 +196,19 @@ def _train(model: Model, data: Dataset, config: FinetuneConfig,
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss.detach())
-            losses.append(total / steps)
+                total, count = total + float(loss.detach()), count + 1
+            losses.append(total / max(count, 1))
     return losses
 
 
 def _shuffled(data: Dataset, rng: np.random.Generator, batch_size: int,
-              steps: int) -> Any:
+              steps: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+    """``steps`` batches in a fresh random order (a last batch of one example is dropped
+    when there are more: BatchNorm cannot train on it)."""
     order = rng.permutation(len(data))
     for start in range(0, steps * batch_size, batch_size):
         idx = order[start:start + batch_size]
-        if len(idx) == 0:
+        if len(idx) == 0 or (len(idx) == 1 and len(data) > 1):
             return
         inputs = {k: np.ascontiguousarray(v[idx]) for k, v in data.inputs.items()}
         yield inputs, None if data.labels is None else data.labels[idx]
