@@ -171,6 +171,8 @@ def test_deep_compress_verifies_the_file_and_reports_stages(tmp_path: Path) -> N
     assert torch.unique(weight[weight != 0]).numel() <= 4
     with pytest.raises(InputError, match="labels"):
         deep_compress(tiny_model("mlp"), Dataset({"input": x}), config)
+    with pytest.raises(InputError, match="fewer than the 128 clusters"):
+        deep_compress(tiny_model("mlp"), data, DeepCompressConfig(clusters=128))
 
 
 def test_command_packs_and_reports(tmp_path: Path) -> None:
@@ -196,3 +198,17 @@ def test_structured_plan_is_replayed_and_rewriting_keeps_the_source(tmp_path: Pa
     manifest, _ = read_slim(again.path)
     assert manifest["model"]["source"] == "slimkit.testing:tiny_cnn"
     assert manifest["model"]["plan"] is not None
+
+
+def test_command_runs_the_pipeline_on_npz_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", input=x, labels=(x[:, 0] > 0).astype(np.int64))
+    out = tmp_path / "m.slim"
+    code = main(["--quiet", "compact", "slimkit.testing:tiny_mlp", "--input-shape", "1x8",
+                 "-o", str(out), "--data", str(tmp_path / "d.npz"), "--sparsity", "0.5",
+                 "--clusters", "4", "--prune-epochs", "1", "--cluster-epochs", "1", "--json"])
+    assert code == 0
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["verify"]["max_abs_difference"] == 0.0
+    assert report["file"]["file_bytes"] == out.stat().st_size

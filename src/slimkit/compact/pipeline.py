@@ -11,7 +11,9 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import torch
 
 from slimkit.cluster import ClusterConfig, Granularity, Init, cluster
 from slimkit.compact import stages
@@ -136,6 +138,7 @@ def deep_compress(model: Model, data: Dataset, config: DeepCompressConfig | None
         raise InputError("deep compression fine-tunes and measures accuracy: the data needs "
                          "labels")
     module = model.require_module("deep compression")
+    _check_layers(module, config)  # before minutes of fine-tuning, not after
     report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed,
                               "eval_data": eval_data.name, "stages": []}
     base_bytes = stages.fp32_safetensors_bytes(module)
@@ -183,3 +186,19 @@ def deep_compress(model: Model, data: Dataset, config: DeepCompressConfig | None
     report["accuracy"] = {"before": before, "after": accuracy,
                           "drop_points": round(100 * (before - accuracy), 3)}
     return DeepCompressResult(loaded, Path(output) if output is not None else None, report)
+
+
+def _check_layers(module: Any, config: DeepCompressConfig) -> None:
+    """Every layer to cluster has at least ``clusters`` weights (pruning only lowers that)."""
+    from dataclasses import replace
+
+    from slimkit.cluster.sharing import check_counts
+    from slimkit.prune.unstructured import masked_layers
+
+    dense = replace(config.cluster_config(), preserve_sparsity=False)
+    layers = masked_layers(module, config.exclude)
+    if not layers:
+        raise InputError("the model has no Conv or Linear layer to compress after the "
+                         "exclusions")
+    for name, sub in layers:
+        check_counts(name, cast(torch.Tensor, sub.weight), dense)
