@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from slimkit.cli.common import EPILOG
 from slimkit.errors import SlimkitError
 
-COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "evaluate", "diff",
+COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "compact", "evaluate",
+            "diff",
             "report", "serve", "tune", "zoo")
 
 
