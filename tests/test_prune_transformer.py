@@ -181,6 +181,39 @@ def test_activation_importance_weights_columns_by_input_energy():
         prune(model, PruneConfig(importance="activation"))
 
 
+def _mean_output(model: Model, layer: str, data) -> torch.Tensor:
+    """The mean output of ``layer`` over every token of ``data`` (one batch)."""
+    seen = []
+    module = model.require_module("test")
+    hook = module.get_submodule(layer).register_forward_hook(
+        lambda _m, _a, out: seen.append(out.reshape(-1, out.shape[-1]).double().mean(0)))
+    with torch.no_grad():
+        module(*model.torch_args(data.first_batch(len(data))))
+    hook.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("name", ["vit", "gqa"])
+def test_bias_compensation_keeps_the_mean_and_is_replayed(name, tmp_path):
+    model = MODELS[name]()
+    data = synthetic(model.inputs, 16, seed=0, dynamic=7)
+    plain = prune(model, PruneConfig(ratio=0.5, round_to=1), data)
+    result = prune(model, PruneConfig(ratio=0.5, round_to=1, compensate=True), data)
+    shifts = result.plan.extra["bias_shift"]
+    assert set(shifts) == {e.name for e in result.plan.layers  # layers without bias: none
+                           if e.in_keep is not None and getattr(
+                               model.module.get_submodule(e.name), "bias", None) is not None}
+    means = [_mean_output(m, "blocks.0.attn.o_proj", data)
+             for m in (model, plain.model, result.model)]
+    torch.testing.assert_close(means[2], means[0], atol=1e-5, rtol=1e-5)  # first moment kept
+    assert not torch.allclose(means[1], means[0], atol=1e-3)
+    replayed = apply_plan(copy.deepcopy(model.module), PrunePlan.from_json(result.plan.to_json()))
+    got = _outputs(Model(**{**model.__dict__, "module": replayed.eval()}))[0]
+    torch.testing.assert_close(got, _outputs(result.model)[0], atol=1e-6, rtol=1e-6)
+    with pytest.raises(InputError, match="needs data"):
+        prune(model, PruneConfig(ratio=0.5, compensate=True))
+
+
 def test_exclude_rule_and_layer_ratio_and_global_scope():
     model = tiny_transformer("vit")
     kept = prune(model, PruneConfig(ratio=0.5, round_to=1, exclude=("name:blocks.0.attn",)))

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "to remove (default: --ratio)")
     p.add_argument("--ffn-ratio", type=float, help="transformers: share of FFN neurons to "
                    "remove (default: --ratio)")
+    p.add_argument("--compensate", action="store_true", help="transformers: add the mean "
+                   "output of removed heads/neurons to the next bias (needs --data)")
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
     p.add_argument("--importance", default="l1", help=f"criterion: {CRITERIA}")
     p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"])
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> None:
     config = PruneConfig(mode=PruneMode.UNSTRUCTURED if args.unstructured
                          else PruneMode.STRUCTURED,
                          ratio=args.ratio, head_ratio=args.head_ratio,
-                         ffn_ratio=args.ffn_ratio, scope=args.scope, importance=args.importance,
+                         ffn_ratio=args.ffn_ratio, compensate=args.compensate,
+                         scope=args.scope, importance=args.importance,
                          group_reduce=args.group_reduce, round_to=args.round_to,
                          exclude=tuple(args.exclude), seed=args.seed, penalty=args.penalty)
     finetune = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer,

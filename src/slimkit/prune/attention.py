@@ -30,6 +30,7 @@ from torch import nn
 from slimkit.data import Dataset
 from slimkit.model import Model
 from slimkit.prune import activation as _activation  # noqa: F401  (registers it)
+from slimkit.prune.compensate import compensation, removed_columns
 from slimkit.prune.config import PruneConfig, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
@@ -349,14 +350,20 @@ def plan_transformer(model: Model, config: PruneConfig, data: Dataset | None) ->
         note = "; ".join(x for x in (what, decision.note) if x)
         groups.append(GroupDecision(number, site.layers, units, len(decision.keep),
                                     round(decision.target, 3), note))
+    extra = {"importance_loss": _loss_note(config, model, data),
+             "transformer": _summary(sites, decisions)}
+    if config.compensate:  # FLAP's bias compensation, replayed by apply_plan
+        removed = removed_columns(edits, (s.o if isinstance(s, HeadSite) else s.down
+                                          for s in sites))
+        extra["bias_shift"] = compensation(model, removed, data, config.taylor_batches,
+                                           config.batch_size)
     return PrunePlan(
         mode="structured",
         model={"name": model.name, "source": model.source,
                "inputs": [spec.to_dict() for spec in model.inputs]},
         config=config.to_dict(), layers=tuple(edits), groups=tuple(groups),
         skipped=({"layer": "hidden size", "type": "residual stream", "why": RESIDUAL_NOTE},),
-        extra={"importance_loss": _loss_note(config, model, data),
-               "transformer": _summary(sites, decisions)},
+        extra=extra,
     )
 
 

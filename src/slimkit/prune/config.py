@@ -38,6 +38,8 @@ class PruneConfig:
             in [0, 1).
         head_ratio, ffn_ratio: for transformers, the fraction of attention heads and of FFN
             neurons to remove (None: ``ratio``); see ``prune/attention.py``.
+        compensate: for transformers, add the mean output of the removed heads and neurons
+            to the bias of the layer reading them (needs data; ``prune/compensate.py``).
         scope: ``layer`` removes ``ratio`` of every group; ``global`` ranks all groups
             together, so unimportant groups lose more.
         importance: a criterion of ``slimkit.prune.importance.IMPORTANCE``: l1, l2, random
@@ -64,6 +66,7 @@ class PruneConfig:
     ratio: float = 0.5
     head_ratio: float | None = None
     ffn_ratio: float | None = None
+    compensate: bool = False
     scope: Scope = Scope.LAYER
     importance: str = "l1"
     group_reduce: GroupReduce = GroupReduce.SUM

@@ -129,6 +129,10 @@ def apply_plan(module: nn.Module, plan: PrunePlan) -> nn.Module:
         new = _surgery(edit, modules[edit.name]).rebuild(modules[edit.name], edit.out_keep,
                                                          edit.in_keep)
         replace_module(module, edit.name, new)
+    if plan.extra.get("bias_shift"):
+        from slimkit.prune.compensate import apply_shifts
+
+        apply_shifts(module, plan.extra["bias_shift"])
     return module
 
 
