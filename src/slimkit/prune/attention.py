@@ -11,10 +11,12 @@ autograd node names): a *finder* of ``FINDERS`` looks at a module's children and
 - **FFN neurons** (:class:`FFNSite`): the rows of the up projection(s) (``fc1``; gate and up of
   a gated MLP) and the columns of the down projection.
 
-The residual stream (hidden size, embeddings, norms) is coupled through every block and is left
-whole. The plan is ordinary ``LayerEdit`` rows: Linear layers, plus the module that holds the
-head counts (``num_heads``/``num_attention_heads``, ``all_head_size``...), which
-:func:`surgery_for` rebuilds with the new counts.
+A finder trusts the structure it sees (``fc1`` feeds ``fc2`` through element-wise ops only;
+``_check_outputs`` of ``prune`` catches a model that breaks this). Units are scored on the
+layer writing them back (:func:`site_scores`). The residual stream (hidden size, embeddings,
+norms) is coupled through every block and left whole. The plan is ordinary ``LayerEdit`` rows:
+Linear layers, plus the module holding the head counts (``num_heads``, ``all_head_size``...),
+rebuilt by :func:`surgery_for`; ``compensate`` adds bias shifts (``compensate.py``).
 """
 
 from __future__ import annotations
