@@ -63,6 +63,12 @@ _API = {
     "AdviseConfig": "slimkit.advise",
     "behaviour_diff": "slimkit.diff",
     "write_html_report": "slimkit.report_html",
+    "compress": "slimkit.recipe",
+    "Recipe": "slimkit.recipe",
+    "load_recipe": "slimkit.recipe",
+    "FinetuneConfig": "slimkit.recipe",
+    "search": "slimkit.search",
+    "SearchConfig": "slimkit.search",
 }
 
 __all__ = sorted(_API)

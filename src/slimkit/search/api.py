@@ -1,0 +1,177 @@
+"""``slimkit.search``: find the smallest or fastest compressed model whose metric drop stays
+within a budget. Evaluation noise first, a cached sensitivity scan, Optuna proxy trials (pruning
+ratio per group, int8 or float per layer; resumable, in process or on Ray), then the promising
+points compressed for real, verified and measured in ONNX Runtime; the best is exported with
+its recipe, and the whole front is reported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimkit.data import Dataset
+from slimkit.evaluate import UserMetric
+from slimkit.io import write_text_atomic
+from slimkit.model import Model
+from slimkit.recipe import Recipe
+from slimkit.recipe.metric import Scorer
+from slimkit.recipe.run import MODEL_FILE, RECIPE_FILE, _prepare_folder
+from slimkit.search.config import SearchConfig
+from slimkit.search.proxy import TrialContext, layer_costs
+from slimkit.search.space import (
+    GroupChoice,
+    SearchSpace,
+    channel_groups,
+    model_digest,
+    quantizable_modules,
+)
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "search-report.json"
+STORAGE_FILE = "search.db"
+
+
+@dataclass
+class SearchResult:
+    """The best model (``folder/model.onnx``; the closest one when nothing met the budget),
+    its recipe, the measured front and the proxy front."""
+
+    folder: Path
+    model: Model
+    recipe: Recipe
+    met_budget: bool
+    front: list[dict[str, Any]]
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "met_budget": self.met_budget, **self.sections}
+
+
+def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig | None = None,
+           train: Dataset | None = None, metric: UserMetric | None = None) -> SearchResult:
+    """Search compressions of ``model`` under ``config.max_drop``; write ``output/``.
+
+    Args:
+        model: a torch model (not modified).
+        data: evaluation data (labels give accuracy; otherwise cosine to the original).
+        output: folder for model.onnx, recipe.yaml, search-report.json, search.db and the
+            finalists under candidates/.
+        config: budget, objective, trials, executor, storage, seed.
+        train: fine-tuning and calibration data (``data`` by default).
+        metric: a user metric ``(outputs, labels) -> float``, higher is better.
+
+    Example:
+        >>> import tempfile
+        >>> from slimkit.testing import tiny_model
+        >>> from slimkit.data import synthetic
+        >>> m = tiny_model("cnn")
+        >>> r = search(m, synthetic(m.inputs, 16), tempfile.mkdtemp(), SearchConfig(
+        ...     trials=2, finalists=1, finetune_epochs=0, quantize=False, max_drop=1.0))
+        >>> r.met_budget, r.model.onnx_path.name
+        (True, 'model.onnx')
+    """
+    from slimkit.search.finalists import choose, pareto, run_finalists
+    from slimkit.search.study import finished, open_study
+
+    config = config or SearchConfig()
+    start = time.monotonic()
+    deadline = start + config.budget_s if config.budget_s else None
+    folder = _prepare_folder(output)
+    sections: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "warnings": []}
+    sections["noise"] = _noise(model, data, metric, config, sections["warnings"])
+    digest = model_digest(model)
+    ctx, space, sections["sensitivity"] = _prepare(model, data, metric, config, digest)
+    sections["space"] = space.to_dict()
+    storage = config.storage or str(folder / STORAGE_FILE)
+    name = config.study_name or f"slimkit-{digest}"
+    study = open_study(config, storage, name, digest, space)
+    proxy_deadline = start + 0.5 * config.budget_s if config.budget_s else None
+    _run(ctx, config, storage, name, space, proxy_deadline)
+    trials = finished(study)
+    sections["trials"] = [_trial_row(t) for t in trials]
+    sections["proxy_front"] = [t.number for t in pareto(trials, lambda t: tuple(t.values))]
+    rows, original = run_finalists(model, space, trials, config, folder / "candidates", data,
+                                   train, metric, deadline)
+    best, met = choose(rows, config.objective)
+    front = pareto(rows, lambda r: (r["p50_ms"], r["bytes"], r["drop"]))
+    sections["original"] = {"p50_ms": original["p50_ms"], "metric": ctx.scorer.baseline}
+    sections["finalists"] = [_plain(r) for r in rows]
+    sections["front"] = [r["trial"] for r in front]
+    sections["best"] = _plain(best)
+    sections["seconds"] = round(time.monotonic() - start, 1)
+    if not met:
+        sections["warnings"].append(
+            f"no candidate met the budget (max drop {config.max_drop}); the closest one "
+            f"(drop {best['drop']}) was written")
+    recipe = Recipe.from_dict(best["recipe"])
+    shutil.copyfile(best["path"], folder / f".{MODEL_FILE}.tmp")
+    (folder / f".{MODEL_FILE}.tmp").replace(folder / MODEL_FILE)
+    write_text_atomic(folder / RECIPE_FILE, recipe.to_yaml())
+    write_text_atomic(folder / REPORT_FILE, json.dumps(sections, indent=2, default=str) + "\n")
+    return SearchResult(folder, best["model"].with_onnx(folder / MODEL_FILE), recipe, met,
+                        [_plain(r) for r in front], sections)
+
+
+def _noise(model: Model, data: Dataset, metric: UserMetric | None, config: SearchConfig,
+           warnings: list[str]) -> dict[str, Any]:
+    scorer = Scorer(model, data, metric)
+    std = scorer.noise(seed=config.seed)
+    if config.max_drop < 2 * std:
+        warnings.append(
+            f"the budget (max drop {config.max_drop}) is within the evaluation noise of the "
+            f"original model ({scorer.name} {scorer.baseline:.4f} +- {std:.4f} over bootstrap "
+            f"resamples of {len(data)} examples): use more evaluation data or a larger budget")
+        log.warning(warnings[-1])
+    return {"metric": scorer.name, "value": scorer.baseline, "bootstrap_std": round(std, 6),
+            "examples": len(data)}
+
+
+def _prepare(model: Model, data: Dataset, metric: UserMetric | None, config: SearchConfig,
+             digest: str) -> tuple[TrialContext, SearchSpace, dict[str, Any]]:
+    """The trial context, the sensitivity scan (cached) and the space it bounds."""
+    from slimkit.load.zoo import cache_dir
+    from slimkit.search.sensitivity import allowed_ratios, most_sensitive, scan
+
+    scorer = Scorer(model, data.take(config.eval_examples), metric)
+    base = layer_costs(model, set())
+    layers = quantizable_modules(model) if config.quantize else []
+    empty = SearchSpace((), (), tuple(layers), config.quantize)
+    ctx = TrialContext(model, scorer, empty, config.seed, config.threads, config.int8_speed,
+                       base["macs"], base["bytes"])
+    groups = channel_groups(model)
+    sens = scan(ctx, groups, config.ratios, layers, cache_dir() / "search", digest)
+    choices = tuple(GroupChoice(key, channels, allowed_ratios(sens["prune"][key], config.ratios,
+                                                              config.proxy_limit))
+                    for key, channels in groups)
+    space = SearchSpace(choices, most_sensitive(sens["int8"], config.quant_layer_choices),
+                        tuple(layers), config.quantize)
+    ctx.space = space
+    return ctx, space, sens
+
+
+def _run(ctx: TrialContext, config: SearchConfig, storage: str, name: str, space: SearchSpace,
+         deadline: float | None) -> None:
+    from slimkit.search.executors import EXECUTORS
+    from slimkit.search.study import run_trials
+
+    executor = EXECUTORS.get(config.executor.value)(ctx, config.workers, config.ray_address)
+    try:
+        run_trials(config, storage, name, space, executor.map, deadline)
+    finally:
+        executor.close()
+
+
+def _trial_row(trial: Any) -> dict[str, Any]:
+    return {"number": trial.number, "params": dict(trial.params), "values": list(trial.values),
+            **{k: v for k, v in trial.user_attrs.items()}}
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "model"}
+
+
