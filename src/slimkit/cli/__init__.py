@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from slimkit.cli.common import EPILOG
 from slimkit.errors import SlimkitError
 
-COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "compact", "evaluate",
-            "diff",
-            "report", "serve", "tune", "zoo")
+COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "distill", "lowrank",
+            "compress", "compact", "evaluate", "diff", "report", "serve", "tune", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
