@@ -29,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per case (default 3)")
     p.add_argument("--provider", default="cpu",
                    help="execution provider / device: cpu, cuda, tensorrt, openvino")
+    p.add_argument("--graph-optimization", default="all",
+                   choices=["disable", "basic", "extended", "all"],
+                   help="ONNX Runtime graph optimisation level (default all)")
+    p.add_argument("--execution-mode", default="sequential", choices=["sequential", "parallel"],
+                   help="ONNX Runtime execution mode (default sequential)")
     p.add_argument("--config", help="a runtime config from `slimkit tune` (sets the runtime, "
                                     "its options, threads and batch)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -49,13 +54,17 @@ def run(args: argparse.Namespace) -> None:
     from slimkit.bench import BenchConfig, benchmark
     from slimkit.console import print_bench
     from slimkit.io import check_output_path, write_text_atomic
+    from slimkit.runtime import RuntimeOptions
 
     if args.output:
         check_output_path(args.output)
     config = BenchConfig(runtimes=args.runtime, threads=args.threads, batches=args.batch,
                          sequence=args.sequence, rounds=args.rounds,
                          round_seconds=args.round_seconds, warmup=args.warmup,
-                         provider=args.provider)
+                         provider=args.provider,
+                         runtime_options=RuntimeOptions(
+                             graph_optimization=args.graph_optimization,
+                             execution_mode=args.execution_mode))
     if args.config:
         config = with_runtime_config(config, args.config)
     models = [load(args, spec) for spec in args.models]
