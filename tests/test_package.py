@@ -64,3 +64,13 @@ def test_output_path_checks(tmp_path):
     (tmp_path / "in.onnx").write_text("x")
     with pytest.raises(OutputPathError, match="refusing to overwrite the input"):
         check_output_path(tmp_path / "in.onnx", inputs=(tmp_path / "in.onnx",))
+
+
+def test_verbs_stay_callable_after_their_subpackages_are_imported():
+    import importlib
+
+    import slimkit
+
+    for verb in ("prune", "quantize", "cluster", "distill", "search", "advise", "tune"):
+        importlib.import_module(f"slimkit.{verb}")
+        assert callable(getattr(slimkit, verb)), verb
