@@ -47,7 +47,9 @@ class BehaviourDiff:
     layer_sqnr_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "behaviour_diff", **{k: v for k, v in vars(self).items()}}
+        from slimkit.report import _jsonable
+
+        return _jsonable({"kind": "behaviour_diff", **vars(self)})  # type: ignore[no-any-return]
 
 
 def behaviour_diff(original: Model, compressed: Model, data: Dataset, *, max_flipped: int = 20,

@@ -76,7 +76,7 @@ def advice(a: dict[str, Any], doc: RunDocument) -> str:
     rows = a["recommendations"]
     measured = any(r.get("measured_speedup") is not None for r in rows)
     columns = ["technique", "predicted_speedup", *(["measured_speedup"] if measured else []),
-               "size_ratio", "pays", "why"]
+               "size_ratio", "pays", "why", *(["fidelity", "trial"] if measured else [])]
     parts = [table(rows, columns)]
     if measured and "ordering_agrees" in a:
         cls = "good" if a["ordering_agrees"] else "bad"

@@ -118,16 +118,17 @@ def steps(doc: RunDocument) -> str | None:
 
 def skipped(doc: RunDocument) -> str | None:
     rows: list[dict[str, Any]] = []
+    recorded = False  # a technique that records skipped layers ran (so none is a finding)
     for kind, key in (("skipped", None), ("prune", "skipped"), ("quantize", "kept_float")):
         for name, content in _sections(doc, kind):
-            items = content if key is None else content.get(key, [])
+            items = content if key is None else content.get(key)
+            recorded = recorded or items is not None
             rows += [{"from": name, "layer": r.get("layer", ""), "why": r.get("why", "")}
-                     for r in items]
+                     for r in items or []]
     q = doc.sections.get("quantization", {})
-    if isinstance(q, dict) and q.get("integer_kernels") is not None and not rows:
-        return '<p>No layer was skipped: every quantizable layer was quantized.</p>'
+    recorded = recorded or (isinstance(q, dict) and q.get("integer_kernels") is not None)
     if not rows:
-        return None
+        return "<p>No layer was skipped.</p>" if recorded else None
     return table(rows, ["from", "layer", "why"])
 
 
