@@ -262,12 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer models, epochs and rounds")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads for pruning and training (timings always use 1)")
     p.add_argument("--models", default="",
                    help=f"only these models in architectures/latency (of {CNN_NAMES + ZOO})")
     args = p.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/bench_prune.py", *(argv or sys.argv[1:])]),
