@@ -166,3 +166,22 @@ def test_report_renders_in_headless_chromium(tmp_path):
     run = write_run(tmp_path / "run", full_report(layers=300))
     page = write_html_report(run, tmp_path / "report.html")
     assert_renders_in_chromium(page, artefact_dir(tmp_path) / "report-every-section.png", 6)
+
+
+def test_prune_report_with_its_sensitivity_scan(tmp_path):
+    prune = {"config": {"mode": "structured", "ratio": 0.5}, "seed": 0,
+             "size": {"parameters_before": 100, "parameters_after": 30, "parameters_ratio": 0.3,
+                      "macs_before": 1000, "macs_after": 250, "macs_ratio": 0.25,
+                      "bytes_before": 400, "bytes_after": 120},
+             "groups": [{"group": i, "layers": f"conv{i}", "channels": 32, "kept": 16}
+                        for i in range(3)],
+             "skipped": [{"layer": "fc", "why": "output layer"}],
+             "sensitivity": {"baseline": 0.99, "metric": "accuracy", "rows": [
+                 {"group": g, "layers": f"conv{g}", "channels": 32, "ratio": r, "kept": 8,
+                  "metric": 0.99 - g * r / 10, "drop": g * r / 10}
+                 for g in range(3) for r in (0.25, 0.5)]}}
+    (tmp_path / "prune.report.json").write_text(json.dumps(prune))
+    page = build_html(load_run(tmp_path))
+    assert "no sensitivity analysis" not in page and "prune: sensitivity" in page
+    assert "channels kept per group" in page and "output layer" in page
+    assert "MACs x0.25" in page

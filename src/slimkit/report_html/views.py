@@ -97,16 +97,31 @@ def pareto(doc: RunDocument) -> str | None:
 
 
 def sensitivity(doc: RunDocument) -> str | None:
+    scans = list(_sections(doc, "sensitivity"))
+    scans += [(f"{name}: sensitivity", p["sensitivity"]) for name, p in _sections(doc, "prune")
+              if isinstance(p.get("sensitivity"), dict)]
     charts = []
-    for name, s in _sections(doc, "sensitivity"):
-        layers = s["layers"]
-        if isinstance(layers, list):  # rows {layer, points}
-            layers = {row["layer"]: row["points"] for row in layers}
-        series: dict[str, Any] = {str(k): [(float(p[0]), float(p[1])) for p in v]
-                                  for k, v in layers.items()}
-        charts.append(plots.curves(series, (s.get("x", "ratio"), s.get("y", "metric")),
-                                   f"{name}: metric per layer"))
+    for name, s in scans:
+        series, labels = _sensitivity_series(s)
+        charts.append(plots.curves(series, labels, f"{name}: metric per layer"))
     return "".join(charts) or None
+
+
+def _sensitivity_series(s: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, str]]:
+    """Curves from ``{"layers": {name: [[x, y], ...]}}`` or from the rows of
+    ``slimkit.prune.sensitivity_scan`` (``{group, layers, ratio, metric}``, plus the baseline)."""
+    if "rows" in s:
+        series: dict[str, Any] = {}
+        for row in s["rows"]:
+            key = str(row.get("layers") or f"group {row.get('group')}")
+            start = [(0.0, float(s["baseline"]))] if "baseline" in s else []
+            series.setdefault(key, start).append((float(row["ratio"]), float(row["metric"])))
+        return series, ("pruning ratio of the group alone", str(s.get("metric", "metric")))
+    layers = s["layers"]
+    if isinstance(layers, list):  # rows {layer, points}
+        layers = {row["layer"]: row["points"] for row in layers}
+    series = {str(k): [(float(p[0]), float(p[1])) for p in v] for k, v in layers.items()}
+    return series, (s.get("x", "ratio"), s.get("y", "metric"))
 
 
 def steps(doc: RunDocument) -> str | None:
