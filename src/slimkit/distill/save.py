@@ -43,12 +43,12 @@ def save_student(model: Model, folder: str | Path, plan: Any = None) -> Path:
     """
     module = model.require_module("saving a student")
     out = Path(folder)
-    if hasattr(getattr(module, "model", None), "save_pretrained"):
-        return _save_hf(model, out)
-    if "lowrank_plan" in model.meta:
+    if "lowrank_plan" in model.meta:  # first: a factorised HF model is no HF model any more
         from slimkit.lowrank.save import save_lowrank
 
         return save_lowrank(model, out)
+    if hasattr(getattr(module, "model", None), "save_pretrained"):
+        return _save_hf(model, out)
     from slimkit.prune.save import save_pruned
 
     return save_pruned(model, plan or _plan_of(model), out).parent
