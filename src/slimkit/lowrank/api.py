@@ -68,7 +68,7 @@ def low_rank(model: Model, config: LowRankConfig | None = None,
         >>> from slimkit.testing import tiny_model
         >>> r = low_rank(tiny_model("mlp"), LowRankConfig(rule="rank", rank=2, verify=False))
         >>> [(x["name"], x["ranks"]) for x in r.sections["layers"]]
-        [('fc1', [2])]
+        [('fc1', [2]), ('fc2', [2])]
     """
     config = config or LowRankConfig()
     module = copy.deepcopy(model.require_module("low-rank factorisation"))
