@@ -9,14 +9,15 @@ from torch import nn
 
 
 class DigitsMLP(nn.Module):
-    """A small MLP for 8x8 digits flattened to 64 features."""
+    """LeNet-300-100 (Deep Compression's MLP) for 8x8 digits flattened to 64 features:
+    64-300-100-10."""
 
-    def __init__(self, hidden: int = 256, classes: int = 10) -> None:
+    def __init__(self, hidden: tuple[int, int] = (300, 100), classes: int = 10) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(64, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden // 2), nn.ReLU(),
-            nn.Linear(hidden // 2, classes),
+            nn.Linear(64, hidden[0]), nn.ReLU(),
+            nn.Linear(hidden[0], hidden[1]), nn.ReLU(),
+            nn.Linear(hidden[1], classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

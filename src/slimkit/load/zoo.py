@@ -16,7 +16,7 @@ from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 from slimkit.registry import Registry
 
 CACHE_ENV = "SLIMKIT_CACHE_DIR"
-DIGITS_VERSION = 1
+DIGITS_VERSION = 2  # 2: digits-mlp is LeNet-300-100 (64-300-100-10)
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class ZooEntry:
 
 ZOO: Registry[ZooEntry] = Registry("built-in model")
 ZOO.register("digits-mlp")(ZooEntry(arch.DigitsMLP, (64,), trained_on_digits=True,
-                                    description="MLP on 8x8 digits, trained on first use"))
+                                    description="LeNet-300-100 (64-300-100-10) on 8x8 digits, "
+                                                "trained on first use"))
 ZOO.register("digits-cnn")(ZooEntry(arch.DigitsCNN, (1, 8, 8), trained_on_digits=True,
                                     description="CNN on 8x8 digits, trained on first use"))
 ZOO.register("resnet18")(ZooEntry(arch.ResNet18, (3, 224, 224),
