@@ -82,13 +82,14 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(result.sections, indent=2, default=str))
         return
     v = result.sections["validation"]
-    print_mapping(f"distilled {student.name} from {teacher.name} -> {folder}", {
-        "steps": result.sections["steps"], "examples": result.sections["examples"],
-        "final loss": result.sections["loss"][-1]["loss"] if result.sections["loss"] else None,
-        f"validation {v['metric']} before": v["before"],
-        f"validation {v['metric']} after": v["after"],
-        "stopped early": result.sections["stopped_early"],
-        "cpu seconds": result.sections["cpu_seconds"]})
+    rows = {"steps": result.sections["steps"], "examples": result.sections["examples"],
+            "final loss": result.sections["loss"][-1]["loss"] if result.sections["loss"]
+            else None, "stopped early": result.sections["stopped_early"],
+            "cpu seconds": result.sections["cpu_seconds"]}
+    if v["metric"]:
+        rows.update({f"validation {v['metric']} before": v["before"],
+                     f"validation {v['metric']} after": v["after"]})
+    print_mapping(f"distilled {student.name} from {teacher.name} -> {folder}", rows)
 
 
 def _pair(text: str) -> tuple[str, str]:
