@@ -197,7 +197,7 @@ def print_advice(a: dict[str, Any], path: Any = None) -> None:
     for rec in a["recommendations"]:
         console.print(f"[bold]{rec['technique']}[/bold]: {rec['why']}")
         if rec["trial"] or rec["fidelity"]:
-            console.print(f"  trial: {rec['trial']} {rec['fidelity']}".rstrip())
+            console.print("  trial: " + "; ".join(t for t in (rec["trial"], rec["fidelity"]) if t))
     if a["ordering_agrees"] is not None:
         state = "matches" if a["ordering_agrees"] else "does NOT match"
         console.print(f"predicted ordering {state} the measured ordering")
