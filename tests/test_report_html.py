@@ -185,3 +185,22 @@ def test_prune_report_with_its_sensitivity_scan(tmp_path):
     assert "no sensitivity analysis" not in page and "prune: sensitivity" in page
     assert "channels kept per group" in page and "output layer" in page
     assert "MACs x0.25" in page
+
+
+def test_advice_and_its_profile_are_shown(tmp_path):
+    advice = {"kind": "advice", "model": "m", "verified": True, "ordering_agrees": True,
+              "seed": 3, "notes": [],
+              "measurements": {"cpu": "x", "latency_by_op": {"MatMul": 0.9, "Add": 0.1},
+                               "gemm_ratio_u8s8": 1.0},
+              "recommendations": [
+                  {"technique": "structured pruning 50%", "predicted_speedup": 1.8,
+                   "measured_speedup": 1.9, "size_ratio": 0.7, "pays": True, "why": "MACs x0.5",
+                   "fidelity": "", "trial": "slimkit.prune"},
+                  {"technique": "int8 dynamic", "predicted_speedup": 1.0,
+                   "measured_speedup": 0.95, "size_ratio": 0.3, "pays": False,
+                   "why": "integer GEMM measured 1.00x", "fidelity": "", "trial": ""}]}
+    (tmp_path / "advice.json").write_text(json.dumps(advice))
+    doc = load_run(tmp_path)
+    page = build_html(doc)
+    assert doc.seed == 3 and "matches the measured ordering" in page
+    assert "integer GEMM measured 1.00x" in page and "no ONNX Runtime profile" not in page

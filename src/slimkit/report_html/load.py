@@ -117,6 +117,8 @@ def _merge(doc: RunDocument, data: Any, path: Path) -> None:
         doc.seed = sub.seed if doc.seed is None else doc.seed
     else:
         doc.sections[_free_name(doc.sections, section_kind(data, path))] = data
+        if doc.seed is None and isinstance(data, dict) and isinstance(data.get("seed"), int):
+            doc.seed = data["seed"]
     doc.sources.append(path.name)
 
 

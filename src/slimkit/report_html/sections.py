@@ -83,9 +83,5 @@ def advice(a: dict[str, Any], doc: RunDocument) -> str:
         parts.append(f'<p class="{cls}">predicted ordering '
                      f"{'matches' if a['ordering_agrees'] else 'does NOT match'} the measured "
                      "ordering</p>")
-    shares = a.get("measurements", {}).get("latency_by_op")
-    if shares:
-        parts.append(plots.bars(list(shares.items()), "Measured kernel time by operator type",
-                                "share of kernel time", rest="sum"))
     parts.append(generic(a.get("measurements", {}), doc))
     return "".join(parts)

@@ -49,7 +49,9 @@ def latency_by_op(doc: RunDocument) -> str | None:
         unit = content.get("unit", "share")
         charts.append(plots.grouped_bars(models, f"Kernel time by operator type ({name})",
                                          f"ONNX Runtime kernel time ({unit} per run)"))
-    for name, content in _sections(doc, "analysis"):
+    analyses = [(n, c) for n, c in _sections(doc, "analysis")]
+    analyses += [(n, c["measurements"]) for n, c in _sections(doc, "advice")]
+    for name, content in analyses:
         shares = content["latency_by_op"]
         charts.append(plots.bars(list(shares.items()), f"Kernel time by operator type ({name})",
                                  "share of kernel time", rest="sum"))
