@@ -141,7 +141,7 @@ def _prepare(model: Model, data: Dataset, metric: UserMetric | None, config: Sea
     base = layer_costs(model, set())
     layers = quantizable_modules(model) if config.quantize else []
     empty = SearchSpace((), (), tuple(layers), config.quantize)
-    ctx = TrialContext(model, scorer, empty, config.seed, config.threads, config.int8_speed,
+    ctx = TrialContext(model, scorer, empty, config.seed, config.trial_threads, config.int8_speed,
                        base["macs"], base["bytes"])
     groups = channel_groups(model)
     sens = scan(ctx, groups, config.ratios, layers, cache_dir() / "search", digest)

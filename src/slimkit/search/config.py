@@ -51,7 +51,8 @@ class SearchConfig:
             pinned to ``threads`` CPUs); ``ray_address`` joins a running cluster.
         storage: an Optuna RDB URL or SQLite file path (default: search.db in the output).
         study_name: default: derived from the model digest.
-        threads: threads per trial and of the latency measurement.
+        threads: threads of the latency measurement (and of fine-tuning's torch).
+        trial_threads: threads per proxy trial (Ray: CPUs per task).
         eval_examples: examples scored per proxy trial.
         int8_speed: the latency proxy's speed-up of an int8 layer (1.0: none, as measured
             on AVX2 CPUs without VNNI).
@@ -76,6 +77,7 @@ class SearchConfig:
     storage: str | None = None
     study_name: str | None = None
     threads: int = 1
+    trial_threads: int = 1
     eval_examples: int = 512
     int8_speed: float = 1.0
 
@@ -87,8 +89,8 @@ class SearchConfig:
             raise InputError(f"max_drop must be a number >= 0, got {self.max_drop}")
         if self.budget_s is not None and not self.budget_s > 0:
             raise InputError("budget must be > 0 seconds")
-        if self.trials < 1 or self.finalists < 1 or self.workers < 1 or self.threads < 1:
-            raise InputError("trials, finalists, workers and threads must be >= 1")
+        if min(self.trials, self.finalists, self.workers, self.threads, self.trial_threads) < 1:
+            raise InputError("trials, finalists, workers and (trial) threads must be >= 1")
         if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
             raise InputError(f"ratios must be in [0, 1), got {list(self.ratios)}")
         if self.quant_layer_choices < 0 or self.finetune_epochs < 0 or self.eval_examples < 1:

@@ -1,0 +1,142 @@
+"""Automatic search: deterministic proxies, resumable storage (interrupted == uninterrupted),
+refusal to mix studies, the noise warning, the budget miss, the CLI, and the Ray executor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slimkit.data import Dataset, synthetic
+from slimkit.errors import InputError
+from slimkit.search import SearchConfig, parse_duration, search
+from slimkit.search.space import SearchSpace
+from slimkit.testing.cnns import cnn_model
+
+pytest.importorskip("optuna")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return cnn_model("resnet-basic")
+
+
+@pytest.fixture(scope="module")
+def data(net):
+    return synthetic(net.inputs, 24, seed=0)
+
+
+def _config(**overrides):
+    base = {"trials": 6, "finalists": 1, "finetune_epochs": 0, "max_drop": 0.5,
+            "ratios": (0.0, 0.25, 0.5), "quant_layer_choices": 2, "objective": "both",
+            "eval_examples": 24, "seed": 3}
+    return SearchConfig(**{**base, **overrides})
+
+
+def _trials(result):
+    return [(t["number"], t["params"], t["values"]) for t in result.sections["trials"]]
+
+
+def test_config_checks_and_durations():
+    assert parse_duration("30m") == 1800.0
+    with pytest.raises(InputError, match="not a duration"):
+        parse_duration("soon")
+    with pytest.raises(InputError, match="objective 'speed' is not one of"):
+        SearchConfig(objective="speed")
+    with pytest.raises(InputError, match="ratios must be in"):
+        SearchConfig(ratios=(0.5, 1.0))
+
+
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, net, data, one_torch_thread):
+    full = search(net, data, tmp_path / "full", _config())
+    # the interrupted run: 2 trials, then a crash while trial 2 was being evaluated (left
+    # RUNNING in the storage), then a restart asking for all 6
+    from slimkit.search import study as study_mod
+
+    part = tmp_path / "part"
+    search(net, data, part, _config(trials=2))
+    optuna = study_mod.optuna_module()
+    cfg = _config()
+    url = f"sqlite:///{part / 'search.db'}"
+    (name,) = optuna.get_all_study_names(storage=url)
+    space = SearchSpace.from_dict(full.sections["space"])
+    crashed = optuna.load_study(study_name=name, storage=url,
+                                sampler=study_mod.make_sampler(cfg, 2))
+    space.suggest(crashed.ask())  # asked, never told: what a killed process leaves behind
+    resumed = search(net, data, part, cfg)
+    assert _trials(resumed) == _trials(full)
+    assert resumed.sections["best"]["params"] == full.sections["best"]["params"]
+    assert resumed.sections["front"] == full.sections["front"]
+    assert resumed.recipe == full.recipe
+
+
+def test_search_writes_a_verified_model_and_a_replayable_recipe(tmp_path, net, data,
+                                                                one_torch_thread):
+    from slimkit.recipe import compress, load_recipe
+
+    result = search(net, data, tmp_path / "s", _config(trials=4))
+    folder = tmp_path / "s"
+    assert {"model.onnx", "recipe.yaml", "search-report.json", "search.db",
+            "candidates"} <= {p.name for p in folder.iterdir()}
+    report = json.loads((folder / "search-report.json").read_text())
+    assert report["sensitivity"]["cached"] is False and report["noise"]["metric"] == "cosine_mean"
+    assert result.met_budget and result.front
+    assert {"p50_ms", "bytes", "drop"} <= set(result.sections["best"])
+    replay = compress(net, load_recipe(folder / "recipe.yaml"), tmp_path / "replay", data,
+                      measure=False)
+    assert replay.sections["verification"]["drop"] == pytest.approx(
+        result.sections["best"]["drop"], abs=1e-6)
+    again = search(net, data, tmp_path / "s2", _config(trials=4))
+    assert again.sections["sensitivity"]["cached"] is True  # keyed by the model digest
+
+
+def test_storage_of_another_model_or_space_is_refused(tmp_path, net, data, one_torch_thread):
+    storage = str(tmp_path / "shared.db")
+    search(net, data, tmp_path / "a", _config(trials=2, storage=storage, study_name="s"))
+    with pytest.raises(InputError, match="refusing to mix"):
+        search(net, data, tmp_path / "b", _config(trials=2, storage=storage, study_name="s",
+                                                  ratios=(0.0, 0.5)))
+    other = cnn_model("resnet-basic", seed=1)
+    with pytest.raises(InputError, match="model_digest"):
+        search(other, data, tmp_path / "c", _config(trials=2, storage=storage, study_name="s"))
+
+
+def test_noise_warning_and_budget_miss(tmp_path, net, one_torch_thread):
+    labels = np.random.default_rng(0).integers(0, 10, 24)
+    noisy = Dataset(synthetic(net.inputs, 24, seed=0).inputs, labels)
+    result = search(net, noisy, tmp_path / "n", _config(
+        trials=2, max_drop=0.0, ratios=(0.5,), quantize=False))
+    warnings = " ".join(result.sections["warnings"])
+    assert "within the evaluation noise" in warnings
+    assert result.met_budget is False and "no candidate met the budget" in warnings
+    assert (tmp_path / "n" / "model.onnx").is_file() and result.front
+
+
+def test_cli_auto_exit_codes(tmp_path, one_torch_thread):
+    from slimkit.cli import main
+
+    args = ["--quiet", "compress", "slimkit.testing.cnns:tiny_resnet_basic",
+            "--input-shape", "1x3x16x16",
+            "--auto", "--trials", "2", "--finalists", "1", "--finetune-epochs", "0",
+            "--no-int8", "--objective", "size"]
+    assert main([*args, "--max-drop", "1", "-o", str(tmp_path / "ok")]) == 0
+    assert main([*args, "--max-drop", "0", "--ratios", "0.5",
+                 "-o", str(tmp_path / "miss")]) == 5
+    assert (tmp_path / "miss" / "recipe.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_in_process_front(tmp_path, net, data):
+    pytest.importorskip("ray")
+    cfg = {"trials": 4, "workers": 2}
+    local = search(net, data, tmp_path / "local", _config(**cfg))
+    ray_run = search(net, data, tmp_path / "ray", _config(**cfg, executor="ray"))
+    assert _trials(ray_run) == _trials(local)
+    assert ray_run.sections["proxy_front"] == local.sections["proxy_front"]
+    assert ray_run.sections["best"]["params"] == local.sections["best"]["params"]
