@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown sections {unknown}; choose from {SECTIONS}")
     torch.set_num_threads(1)  # one thread: the machine is shared; CPU seconds stay comparable
     started = time.perf_counter()
+    path = HERE / "results" / ("distill-quick.json" if args.quick else "distill.json")
     out: dict[str, Any] = {"benchmark": "distill", "quick": args.quick,
                            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                            "machine": {"platform": platform.platform(), "cpu": cpu_detail(),
@@ -222,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             out[name] = {"error": f"{type(exc).__name__}: {exc}",
                          "traceback": traceback.format_exc(limit=6)}
             log(started, f"{name} failed: {exc}")
-    out["total_wall_seconds"] = round(time.perf_counter() - started, 1)
-    path = HERE / "results" / ("distill-quick.json" if args.quick else "distill.json")
-    write_json(path, out)
+        out["total_wall_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(path, out)  # after every section: a long run keeps what it measured
     print(f"wrote {path}")
     return 0
 

@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = (not args.quick) if args.trained is None else args.trained
     torch.set_num_threads(1)
     started = time.perf_counter()
+    path = HERE / "results" / ("lowrank-quick.json" if args.quick else "lowrank.json")
     out: dict[str, Any] = {"benchmark": "lowrank", "quick": args.quick,
                            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                            "machine": {"platform": platform.platform(), "cpu": cpu_detail(),
@@ -200,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             out[name] = {"error": f"{type(exc).__name__}: {exc}",
                          "traceback": traceback.format_exc(limit=6)}
             log(started, f"{name} failed: {exc}")
-    out["total_wall_seconds"] = round(time.perf_counter() - started, 1)
-    path = HERE / "results" / ("lowrank-quick.json" if args.quick else "lowrank.json")
-    write_json(path, out)
+        out["total_wall_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(path, out)  # after every section: a long run keeps what it measured
     print(f"wrote {path}")
     return 0
 
