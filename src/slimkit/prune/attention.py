@@ -393,6 +393,22 @@ def _summary(sites: list[Site], decisions: dict[Site, Decision]) -> dict[str, An
     return {"heads": heads, "ffn": ffn}
 
 
+def pruned_meta(meta: dict[str, Any], plan: PrunePlan) -> dict[str, Any]:
+    """``meta`` with the head count of the pruned model: the kept count when every layer keeps
+    the same, else None (ONNX Runtime's attention fusion reads it; it needs one count).
+
+    Example:
+        >>> plan = PrunePlan("structured", {}, {}, extra={"transformer": {"heads": [
+        ...     {"kept_heads": 8}, {"kept_heads": 8}], "ffn": []}})
+        >>> pruned_meta({"num_attention_heads": 12}, plan)["num_attention_heads"]
+        8
+    """
+    heads = {h["kept_heads"] for h in plan.extra.get("transformer", {}).get("heads", [])}
+    if not heads:
+        return meta
+    return {**meta, "num_attention_heads": heads.pop() if len(heads) == 1 else None}
+
+
 def _loss_note(config: PruneConfig, model: Model, data: Dataset | None) -> str | None:
     if config.importance != "taylor":
         return None

@@ -14,6 +14,7 @@ from typing import Any
 from slimkit.errors import ModelLoadError
 from slimkit.io import atomic_path, check_output_path, require_file
 from slimkit.model import Model
+from slimkit.prune.attention import pruned_meta
 from slimkit.prune.plan import PrunePlan, apply_plan
 from slimkit.prune.unstructured import bake_masks, copy_masked, has_masks, weights_bytes
 
@@ -91,7 +92,8 @@ def load_pruned(path: str | Path, base_model: Model | str | None = None) -> Mode
                              f"of '{base.source}': {str(exc).splitlines()[0]}") from None
     module.eval()
     return replace(base, module=module, name=f"{plan.model.get('name', base.name)}-pruned",
-                   source=str(plan_path.parent), meta={**base.meta, "pruned": plan.mode})
+                   source=str(plan_path.parent),
+                   meta=pruned_meta({**base.meta, "pruned": plan.mode}, plan))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.model import Model
-from slimkit.prune.attention import has_transformer_blocks, plan_transformer
+from slimkit.prune.attention import has_transformer_blocks, plan_transformer, pruned_meta
 from slimkit.prune.config import PruneConfig, PruneMode, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
 from slimkit.prune.graph import ChannelGraph, ChannelGroup
@@ -185,4 +185,4 @@ def structured_model(model: Model, plan: PrunePlan) -> Model:
     with torch.no_grad():
         apply_plan(module, plan)
     return replace(model, module=module, name=f"{model.name}-pruned",
-                   meta={**model.meta, "pruned": PruneMode.STRUCTURED.value})
+                   meta=pruned_meta({**model.meta, "pruned": PruneMode.STRUCTURED.value}, plan))
