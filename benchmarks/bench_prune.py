@@ -128,21 +128,24 @@ def try_pruner(tool: str, model: Model, tmp: Path) -> tuple[dict[str, Any], Mode
 
 def architectures(quick: bool, tmp: Path, keep: dict[str, dict[str, Model]],
                   only: list[str]) -> list[dict]:
+    """Both pruners on every model; ``keep`` collects the zoo models' results for latency.
+    Tiny CNNs are named ``tiny-NAME`` (``mobilenetv2`` alone is the zoo's 224x224 one)."""
     rows = []
-    names = [*CNN_NAMES, *(ZOO[:2] if quick else ZOO)]
-    for name in [n for n in names if not only or n in only]:
-        model = cnn_model(name) if name in CNN_NAMES else zoo_model(name)
+    models = [(f"tiny-{n}", lambda n=n: cnn_model(n)) for n in CNN_NAMES]
+    models += [(n, lambda n=n: zoo_model(n)) for n in (ZOO[:2] if quick else ZOO)]
+    for label, build in [(label, b) for label, b in models if not only or label in only]:
+        model = build()
         base = model_stats(model)
         for tool in PRUNERS:
             row, pruned = try_pruner(tool, model, tmp)
-            row.update(model=model.name, parameters_before=base.parameters,
+            row.update(model=label, parameters_before=base.parameters,
                        macs_before=base.macs)
             if "macs" in row:
                 row["macs_ratio"] = round(row["macs"] / base.macs, 4)
             rows.append(row)
-            if pruned is not None and name in ZOO:
-                keep.setdefault(name, {"unpruned": model})[tool] = pruned
-            print(f"  {model.name:24s} {tool:14s} ok={row['ok']} "
+            if pruned is not None and label in ZOO:
+                keep.setdefault(label, {"unpruned": model})[tool] = pruned
+            print(f"  {label:24s} {tool:14s} ok={row['ok']} "
                   f"macs_ratio={row.get('macs_ratio')} {row.get('error', '')}", flush=True)
     return rows
 
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads for pruning and training (timings always use 1)")
     p.add_argument("--models", default="",
-                   help=f"only these models in architectures/latency (of {CNN_NAMES + ZOO})")
+                   help="only these models in architectures/latency (comma-separated: "
+                        f"tiny-NAME for NAME in {CNN_NAMES}, or one of {ZOO})")
     args = p.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     torch.manual_seed(0)
