@@ -9,8 +9,8 @@ from pathlib import Path
 from slimkit.cli.common import csv, load, model_args
 
 HELP = "remove channels (a smaller model) or mask weights; optionally fine-tune"
-CRITERIA = "l1, l2, random (no data); taylor, saliency (gradients); slimming, group_lasso " \
-           "(sparse training on labelled data first)"
+CRITERIA = "l1, l2, random (no data); taylor, saliency (gradients); activation (w^2 E[x^2] " \
+           "on data); slimming, group_lasso (sparse training on labelled data first)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
