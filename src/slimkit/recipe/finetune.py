@@ -20,11 +20,11 @@ __all__ = ["FinetuneConfig", "finetune", "mse_to_teacher"]
 
 def mse_to_teacher(outputs: Any, batch: TrainBatch) -> torch.Tensor:
     """Mean-squared error of the first output to the teacher's (no labels needed)."""
-    first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    first = getattr(first, "last_hidden_state", first)
+    from slimkit.prune.finetune import first_tensor
+
     if batch.teacher_outputs is None:
         raise DataError("mse_to_teacher needs a teacher")
-    return F.mse_loss(first, batch.teacher_outputs)
+    return F.mse_loss(first_tensor(outputs), batch.teacher_outputs)
 
 
 def finetune(model: Model, config: FinetuneConfig, data: Dataset | None,
