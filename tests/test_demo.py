@@ -1,6 +1,7 @@
 import json
 
 from slimkit.cli import main
+from test_report_html import artefact_dir, assert_renders_in_chromium
 
 
 def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys):
@@ -26,3 +27,10 @@ def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys)
     assert ("digits-cnn-int8", "onnxruntime") in models
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+    page = (out / "report.html").read_text()
+    for section in ("Before and after", "Latency by operator type", "Per-layer", "Steps taken",
+                    "Layers skipped", "Environment and seed", "Flipped predictions"):
+        assert section in page
+    assert "report.html" in printed
+    # op types before/after, bits and SQNR per layer, SQNR along the network (behaviour diff)
+    assert_renders_in_chromium(out / "report.html", artefact_dir(tmp_path) / "demo-report.png", 4)
