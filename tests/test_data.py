@@ -80,3 +80,13 @@ def test_dataset_validation_and_from_batches():
         Dataset({"a": np.zeros(2), "b": np.zeros(3)})
     ds = Dataset.from_batches([{"x": np.zeros((2, 3)), "labels": np.ones(2)}] * 3)
     assert len(ds) == 6 and ds.labels.shape == (6,)
+
+
+def test_digits_fit_a_larger_image_model_by_upsampling():
+    from slimkit import load_data, load_model
+
+    model = load_model("builtin:resnet18-cifar")
+    data = load_data("builtin:digits:val", model)
+    batch = data.first_batch(4)[model.input_names[0]]
+    assert batch.shape == (4, 3, 32, 32) and data.name == "digits:val@3x32x32"
+    assert np.allclose(batch[:, 0], batch[:, 2])  # the grey image repeated over channels

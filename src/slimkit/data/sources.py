@@ -88,7 +88,27 @@ def _builtin(spec: str, model: Model, split: str) -> Dataset:
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' of builtin:digits; use one of {SPLITS}")
     images, labels = digits_splits()[split]
-    return Dataset(_fit_single_input(images, model, spec), labels, f"digits:{split}")
+    images, note = _digits_for_image_model(images, model)
+    return Dataset(_fit_single_input(images, model, spec), labels, f"digits:{split}{note}")
+
+
+def _digits_for_image_model(images: np.ndarray, model: Model) -> tuple[np.ndarray, str]:
+    """Digits (N, 1, 8, 8) as they are, or, for a model taking larger images (C, H, W), upsampled
+    bilinearly to H x W and repeated over C channels (how resnet18-cifar is trained on digits)."""
+    if len(model.inputs) != 1:
+        return images, ""
+    dims = model.inputs[0].shape[1:]
+    if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
+        return images, ""
+    shape = tuple(int(d) for d in dims)
+    if shape == images.shape[1:] or shape[1] < 8 or shape[2] < 8:
+        return images, ""
+    import torch
+
+    x = torch.nn.functional.interpolate(torch.from_numpy(images), size=(shape[1], shape[2]),
+                                        mode="bilinear", align_corners=False)
+    x = x.repeat(1, int(shape[0]), 1, 1)
+    return x.numpy().astype(np.float32), f"@{shape[0]}x{shape[1]}x{shape[2]}"
 
 
 def _fit_single_input(array: np.ndarray, model: Model, source: str) -> dict[str, np.ndarray]:
