@@ -16,7 +16,8 @@ def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys)
     assert sections["onnx_vs_torch"]["max_abs_error"] < 1e-4
     runtimes = {(row["runtime"], row["batch"]) for row in sections["latency"]}
     assert runtimes == {("torch", 1), ("onnxruntime", 1), ("torch", 32), ("onnxruntime", 32)}
-    assert len(sections["latency"]) == 6  # torch, ORT fp32, ORT int8 at batch 1 and 32
+    # torch, ORT fp32, ORT int8, the pruned student in torch and ORT, at batch 1 and 32
+    assert len(sections["latency"]) == 10
     assert report["environment"]["cpu"]["cores"] >= 1 and report["seed"] == 0
     assert (out / "report.md").read_text().startswith("# slimkit demo")
     assert (out / "digits-cnn.onnx").exists() and (out / "digits-cnn-int8.onnx").exists()
@@ -25,6 +26,16 @@ def test_demo_writes_report_with_accuracy_fidelity_and_latency(tmp_path, capsys)
     assert "int8: integer kernels confirmed" in printed
     models = {(row["model"], row["runtime"]) for row in sections["latency"]}
     assert ("digits-cnn-int8", "onnxruntime") in models
+    pruning = sections["pruning"]
+    assert pruning["parameters_after"] < 0.2 * pruning["parameters_before"]
+    assert pruning["accuracy_pruned"] < pruning["accuracy_distilled"]
+    assert pruning["accuracy_distilled"] >= 0.9 and pruning["accuracy_finetuned"] >= 0.9
+    assert "distilled from the original" in printed
+    compact = sections["deep_compression"]
+    assert compact["loaded_equals_compressed"] and compact["ratio"] > 10
+    assert (out / "digits-cnn.slim").stat().st_size == compact["file_bytes"]
+    assert sections["search"]["met_budget"] in (True, False) and "automatic search" in printed
+    assert (out / "search" / "model.onnx").exists()
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     page = (out / "report.html").read_text()

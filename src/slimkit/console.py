@@ -70,6 +70,28 @@ def print_demo(report: Any, paths: dict[str, Any]) -> None:
         f"int8: integer kernels {'confirmed' if q['integer_kernels'] else 'MISSING'} "
         f"({q['integer_ops']} integer ops); preflight expected {q['preflight_expected_speedup']}x"
         f" ({'pays' if q['preflight_pays'] else 'not expected to pay on this CPU'})")
+    pr = s.get("pruning")
+    if pr:
+        console.print(
+            f"pruned {pr['ratio']:.0%} of channels: {fmt(pr['parameters_before'])} -> "
+            f"{fmt(pr['parameters_after'])} parameters, accuracy {pr['accuracy_original']:.4f} "
+            f"-> {pr['accuracy_pruned']:.4f}; after {pr['steps']} steps: fine-tuned "
+            f"{pr['accuracy_finetuned']:.4f}, distilled from the original "
+            f"{pr['accuracy_distilled']:.4f}")
+    dc = s.get("deep_compression")
+    if dc:
+        console.print(
+            f"Deep Compression: {dc['file']} is {dc['file_bytes']:,} bytes, "
+            f"{dc['ratio']:.1f}x smaller than fp32 safetensors; accuracy "
+            f"{dc['accuracy']['before']:.4f} -> {dc['accuracy']['after']:.4f}")
+    se = s.get("search")
+    if se:
+        best = se.get("best") or {}
+        verdict = "met" if se["met_budget"] else "NOT met (closest model written)"
+        speed = f", {best['speedup']:.2f}x faster" if best.get("speedup") else ""
+        console.print(f"automatic search (max drop {se['max_drop']}): budget {verdict}; best: "
+                      f"trial {best.get('trial')}, drop {best.get('drop', float('nan')):.4f}"
+                      f"{speed}, {best.get('bytes', 0):,} bytes -> {se['folder']}")
     print_bench(s["latency"], [])
     html = f" and {paths['html']}" if "html" in paths else ""
     console.print(f"report: {paths['json']}, {paths['markdown']}{html}")

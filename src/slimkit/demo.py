@@ -1,10 +1,12 @@
 """``slimkit demo``: the whole pipeline that exists, end to end, on the embedded default model.
 
-Today: train (once, cached) the built-in digits CNN, evaluate it, export it to ONNX and verify
-the export, compare both runtimes' accuracy and fidelity, quantize it to static int8 (with the
-speed preflight and the proof of integer kernels), benchmark torch, ONNX Runtime fp32 and int8
-side by side, and write ``report.json`` and ``report.md``. Each technique added to slimkit adds
-its stage here.
+Train (once, cached) the built-in digits CNN, evaluate it, export it to ONNX and verify the
+export, compare both runtimes' accuracy and fidelity, quantize it to static int8 (with the speed
+preflight and the proof of integer kernels), prune 70% of its channels and recover them by
+fine-tuning and by distillation side by side, Deep-Compress it into a ``.slim`` file, run a short
+automatic search under a 1-point budget (``demo_stages.py``), benchmark torch, ONNX Runtime fp32,
+int8 and the pruned student side by side, and write ``report.json``, ``report.md`` and
+``report.html``. Each technique added to slimkit adds its stage here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         >>> report.sections["accuracy"]["onnxruntime"] >= 0.95
         True
     """
+    from slimkit import demo_stages as stages
     from slimkit.bench import BenchConfig, benchmark
     from slimkit.data import load_data
     from slimkit.diff import behaviour_diff
@@ -52,15 +55,21 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     out = _prepare_folder(config.out)
     model = load_model(DEMO_MODEL, seed=config.seed)
     test = load_data("builtin:digits:test", model)
+    train = load_data("builtin:digits:train", model)
     exported = export_onnx(model, out / "digits-cnn.onnx", sample=test.take(64))
     torch_logits = predict(model, test, "torch")
     ort_logits = predict(exported.model, test, "onnxruntime")
     labels = test.labels if test.labels is not None else torch_logits.argmax(1)
     int8 = quantize(model, out / "digits-cnn-int8.onnx", QuantizeConfig(mode=QuantMode.STATIC),
-                    calib=load_data("builtin:digits:train", model), eval_data=test,
+                    calib=train, eval_data=test,
                     measure=False)
     int8_model = replace(int8.model, name="digits-cnn-int8")
-    bench = benchmark([model, int8_model], BenchConfig(
+    pruning, student = stages.pruning_and_recovery(model, train, test, out, config.seed,
+                                                   config.quick)
+    compact = stages.deep_compression(model, train, test, out, config.seed, config.quick)
+    searched = stages.auto_search(model, train, load_data("builtin:digits:val", model), out,
+                                  config.seed, config.quick)
+    bench = benchmark([model, int8_model, student], BenchConfig(
         threads=config.threads, batches=config.batches, seed=config.seed,
         rounds=2 if config.quick else 7, round_seconds=0.05 if config.quick else 0.4))
 
@@ -84,6 +93,9 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         "integer_ops": int8.sections["proof"]["integer_ops"],
         "size_bytes": int8.sections["size"]["quantized_bytes"],
     })
+    report.add("pruning", pruning)
+    report.add("deep_compression", compact)
+    report.add("search", searched)
     report.add("size", [_size_row(name, m) for name, m in (("torch", model),
                                                            ("onnx", exported.model),
                                                            ("onnx int8", int8.model))])
@@ -91,7 +103,8 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     report.add("comparison", _comparison(
         [(model, "torch", accuracy(torch_logits, labels)),
          (exported.model, "onnxruntime", accuracy(ort_logits, labels)),
-         (int8_model, "onnxruntime", int8.sections["metric"]["quantized"])],
+         (int8_model, "onnxruntime", int8.sections["metric"]["quantized"]),
+         (student, "onnxruntime", pruning["accuracy_distilled"])],
         bench.to_dict()["rows"]))
     report.add("latency_by_op", _op_profile(
         {"ORT fp32": exported.model, "ORT int8": int8.model}, 3 if config.quick else 20))
