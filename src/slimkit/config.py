@@ -1,13 +1,16 @@
 """What every technique's frozen config dataclass shares: turning the strings that the CLI and
-recipes give into the config's enums, with an error that lists the choices."""
+recipes give into the config's enums, with an error that lists the choices, and the round trip
+to and from plain JSON data."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from slimkit.errors import InputError
+
+C = TypeVar("C")
 
 
 def coerce_enums(config: Any, fields: dict[str, type[enum.Enum]]) -> None:
@@ -45,3 +48,26 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return {key: plain(value) for key, value in asdict(config).items()}
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], what: str) -> C:
+    """``cls`` from ``config_to_dict``'s output: an allow-list of the dataclass's fields (an
+    unknown key fails, naming the known ones); JSON lists become the config's tuples.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class C:
+        ...     rules: tuple[tuple[str, float], ...] = ()
+        >>> config_from_dict(C, {"rules": [["name:fc", 0.5]]}, "example")
+        C(rules=(('name:fc', 0.5),))
+    """
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown {what} config fields {unknown}; known: {sorted(known)}")
+
+    def frozen(value: Any) -> Any:
+        return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+    return cls(**{key: frozen(value) for key, value in data.items()})

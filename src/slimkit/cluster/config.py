@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimkit.cluster.kmeans import Init
-from slimkit.config import coerce_enums, config_to_dict
+from slimkit.config import coerce_enums, config_from_dict, config_to_dict
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -76,9 +76,5 @@ class ClusterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
-        """The config from ``to_dict``'s output (unknown keys fail)."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(f"unknown clustering config fields {unknown}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**{**data, "exclude": tuple(data.get("exclude", ()))})
+        """The config from ``to_dict``'s output (an allow-list of fields; unknown keys fail)."""
+        return config_from_dict(cls, data, "clustering")

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from slimkit.config import config_to_dict
+from slimkit.config import config_from_dict, config_to_dict
 from slimkit.errors import InputError
 
 
@@ -90,14 +90,7 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
         """The config from ``to_dict``'s output (an allow-list of fields; unknown keys fail)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown distillation config fields {unknown}; "
-                             f"known: {sorted(known)}")
-        fields = dict(data)
-        fields["features"] = tuple(tuple(p) for p in fields.get("features", ()))
-        return cls(**fields)
+        return config_from_dict(cls, data, "distillation")
 
 
 def _positive(value: float, name: str) -> None:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from slimkit.config import coerce_enums, config_to_dict
+from slimkit.config import coerce_enums, config_from_dict, config_to_dict
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -89,16 +89,7 @@ class LowRankConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LowRankConfig:
         """The config from ``to_dict``'s output (an allow-list of fields; unknown keys fail)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown low-rank config fields {unknown}; known: {sorted(known)}")
-        fields = dict(data)
-        for name in ("layers", "exclude"):
-            if name in fields:
-                fields[name] = tuple(fields[name])
-        fields["layer_ranks"] = tuple(tuple(p) for p in fields.get("layer_ranks", ()))
-        return cls(**fields)
+        return config_from_dict(cls, data, "low-rank")
 
 
 def _fraction(value: float, name: str) -> None:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from slimkit.config import coerce_enums, config_to_dict
+from slimkit.config import coerce_enums, config_from_dict, config_to_dict
 from slimkit.errors import InputError
 from slimkit.selector import Selector
 
@@ -115,14 +115,7 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         """The config from ``to_dict``'s output (an allow-list of fields; unknown keys fail)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown pruning config fields {unknown}; known: {sorted(known)}")
-        fields = dict(data)
-        fields["exclude"] = tuple(fields.get("exclude", ()))
-        fields["layer_ratios"] = tuple(tuple(p) for p in fields.get("layer_ratios", ()))
-        return cls(**fields)
+        return config_from_dict(cls, data, "pruning")
 
 
 def check_ratio(ratio: float, what: str) -> None:
