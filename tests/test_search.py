@@ -86,6 +86,8 @@ def test_search_writes_a_verified_model_and_a_replayable_recipe(tmp_path, net, d
             "candidates"} <= {p.name for p in folder.iterdir()}
     report = json.loads((folder / "search-report.json").read_text())
     assert report["sensitivity"]["cached"] is False and report["noise"]["metric"] == "cosine_mean"
+    drops = [d for group in report["sensitivity"]["prune"].values() for d in group.values()]
+    assert drops and max(drops) > 0  # each group was really pruned alone
     assert result.met_budget and result.front
     assert {"p50_ms", "bytes", "drop"} <= set(result.sections["best"])
     replay = compress(net, load_recipe(folder / "recipe.yaml"), tmp_path / "replay", data,

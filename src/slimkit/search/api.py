@@ -140,10 +140,12 @@ def _prepare(model: Model, data: Dataset, metric: UserMetric | None, config: Sea
     scorer = Scorer(model, data.take(config.eval_examples), metric)
     base = layer_costs(model, set())
     layers = quantizable_modules(model) if config.quantize else []
-    empty = SearchSpace((), (), tuple(layers), config.quantize)
-    ctx = TrialContext(model, scorer, empty, config.seed, config.trial_threads, config.int8_speed,
-                       base["macs"], base["bytes"])
     groups = channel_groups(model)
+    # the scan prunes one group at a time through the context's space: it must know every group
+    every = SearchSpace(tuple(GroupChoice(key, channels, config.ratios)
+                              for key, channels in groups), (), tuple(layers), config.quantize)
+    ctx = TrialContext(model, scorer, every, config.seed, config.trial_threads, config.int8_speed,
+                       base["macs"], base["bytes"])
     sens = scan(ctx, groups, config.ratios, layers, cache_dir() / "search", digest)
     choices = tuple(GroupChoice(key, channels, allowed_ratios(sens["prune"][key], config.ratios,
                                                               config.proxy_limit))

@@ -15,7 +15,7 @@ from slimkit.progress import progress
 from slimkit.search.proxy import TrialContext, candidate, fake_quantize
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: version 1 scanned with no group known, so every drop read 0.0
 
 
 def scan(ctx: TrialContext, groups: list[tuple[str, int]], ratios: tuple[float, ...],
