@@ -19,7 +19,7 @@ from slimkit.quantize.calibration import check_calibration
 from slimkit.quantize.config import Equalize, QuantizeConfig, QuantMode
 from slimkit.quantize.graph import load_proto, prove_integer_kernels, quantizable_layers
 from slimkit.quantize.methods import METHODS, QuantJob
-from slimkit.quantize.scoring import Scorer
+from slimkit.quantize.scoring import Score, Scorer
 from slimkit.selector import Selector
 
 INT8_MODES = (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.QAT)
@@ -162,15 +162,16 @@ def _equalized(model: Model, calib: Dataset, config: QuantizeConfig, tmp: Path,
     return path, {"applied": True, **info}
 
 
-def _keep_better(job: QuantJob, score: Any, plain: Path, scorer: Scorer,
-                 info: dict[str, Any]) -> tuple[QuantJob, Any]:
-    """Auto mode: quantize the plain float model too and keep whichever scores better."""
+def _keep_better(job: QuantJob, score: Score, plain: Path, scorer: Scorer,
+                 info: dict[str, Any]) -> tuple[QuantJob, Score]:
+    """Auto mode: quantize the plain float model too and keep whichever scores better. (Layers
+    that an accuracy budget later reverts to float come from the kept model's float graph.)"""
     other = replace(job, float_path=plain, out_path=job.out_path.with_name("quant-plain.onnx"),
                     calibration_cache=None)
     METHODS.get(job.config.mode.value)(other)
     plain_score = scorer.score(other.out_path)
 
-    def key(s: Any) -> tuple[float, float]:
+    def key(s: Score) -> tuple[float, float]:
         sqnr = s.fidelity.get("sqnr_db", 0.0)
         # without labels, top-1 agreement on a few examples is coarse: SQNR decides first
         return (sqnr, s.value) if scorer.name == "top1_agreement" else (round(s.value, 6), sqnr)
