@@ -174,3 +174,32 @@ def test_cli_lowrank(tmp_path, capsys):
                  "rank", "--rank", "99"]) == 2
     assert "allows rank at most" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_rank_scan_picks_per_layer_ranks_that_keep_the_sqnr_floor():
+    from slimkit.data import synthetic
+    from slimkit.lowrank import LowRankConfig, low_rank, rank_scan
+    from slimkit.testing import tiny_model
+
+    model = tiny_model("mlp")
+    data = synthetic(model.inputs, 32, seed=0)
+    scan = rank_scan(model, data, ratios=(0.25, 0.5))
+    assert {row["layer"] for row in scan.rows} == {"fc1", "fc2"}
+    by = {(row["layer"], row["ratio"]): row["sqnr_db"] for row in scan.rows}
+    assert by[("fc1", 0.5)] >= by[("fc1", 0.25)]  # a larger rank is never worse
+    floor = min(by.values())
+    config = scan.config_for(LowRankConfig(verify=False), floor)
+    assert {rule for rule, _ in config.layer_ranks} == {"name:fc1", "name:fc2"}
+    result = low_rank(model, config, data)
+    assert result.sections["fidelity"]["sqnr_db"] > 0
+    nothing = scan.config_for(LowRankConfig(verify=False), 1e9)  # no rank keeps that floor
+    assert nothing.layer_ranks == ()
+
+
+def test_cli_scan_sqnr_chooses_the_ranks(tmp_path):
+    from slimkit.cli import main
+
+    out = tmp_path / "lr"
+    assert main(["--quiet", "lowrank", "slimkit.testing:tiny_mlp", "--input-shape", "1x8",
+                 "-o", str(out), "--scan-sqnr", "0", "--no-verify", "--json"]) == 0
+    assert (out / "lowrank-plan.json").exists()

@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="factorise only where MACs drop by more than this fraction")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX export check")
     p.add_argument("--data", help="data for the fidelity check (synthetic by default)")
+    p.add_argument("--scan-sqnr", type=float, metavar="DB",
+                   help="choose each layer's rank by a sensitivity scan: the smallest scanned "
+                        "rank (1/8, 1/4, 1/2 of full) keeping the output SQNR >= DB when that "
+                        "layer alone is factorised; layers that none keeps are left whole")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -51,6 +55,12 @@ def run(args: argparse.Namespace) -> None:
     check_output_path(out / "lowrank-plan.json" if out.is_dir() else out)  # fail before work
     model = load(args, args.model)
     data = load_data(args.data, model) if args.data else None
+    if args.scan_sqnr is not None:
+        from slimkit.data import synthetic
+        from slimkit.lowrank import rank_scan
+
+        scan_data = data.take(64) if data is not None else synthetic(model.inputs, 16, seed=1)
+        config = rank_scan(model, scan_data, config).config_for(config, args.scan_sqnr)
     result = low_rank(model, config, data)
     folder = result.save(out)
     s = result.sections
