@@ -26,6 +26,7 @@ from slimkit.prune import (
 from slimkit.prune.decide import decide_global, kept_count
 from slimkit.prune.structured import structured_model
 from slimkit.testing import assert_close_to_reference
+from slimkit.testing.pruning import zero_removed
 
 SMALL_INPUT = {"resnet18": (1, 3, 64, 64), "mobilenetv2": (1, 3, 64, 64)}  # fast to trace
 
@@ -95,24 +96,6 @@ def branchy() -> Model:
             bn.running_var.uniform_(0.5, 2.0)
     return Model(name="branchy", source="test", module=module,
                  inputs=(TensorSpec("input", ("batch", 3, 8, 8)),), task=Task.CLASSIFICATION)
-
-
-def zero_removed(module: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Zero every weight slice the plan removes: those channels then carry exact zeros."""
-    modules = dict(module.named_modules())
-    with torch.no_grad():
-        for edit in plan.layers:
-            layer = modules[edit.name]
-            if edit.out_keep is not None:
-                gone = sorted(set(range(edit.out_channels)) - set(edit.out_keep))
-                layer.weight[gone] = 0
-                if layer.bias is not None:
-                    layer.bias[gone] = 0
-            depthwise = getattr(layer, "groups", 1) > 1
-            if edit.in_keep is not None and not depthwise:
-                gone = sorted(set(range(edit.in_channels)) - set(edit.in_keep))
-                layer.weight[:, gone] = 0
-    return module
 
 
 # ---- config and decisions --------------------------------------------------------------

@@ -5,14 +5,14 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from slimkit.export.onnx import export_onnx
 from slimkit.model import Model
-from slimkit.prune import PruneConfig, PrunePlan, load_pruned, plan_pruning, prune
+from slimkit.prune import PruneConfig, load_pruned, plan_pruning, prune
 from slimkit.prune.structured import structured_model
 from slimkit.testing import assert_close_to_reference
 from slimkit.testing.cnns import CNN_NAMES, INPUT_SHAPE, cnn_model
+from slimkit.testing.pruning import zero_removed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,25 +28,6 @@ def run(model: Model, x: torch.Tensor) -> torch.Tensor:
 
 def sample(batch: int = 2) -> torch.Tensor:
     return torch.randn((batch, *INPUT_SHAPE), generator=torch.Generator().manual_seed(0))
-
-
-def zero_removed(module: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Zero every weight slice the plan removes (output rows, norm scales and shifts, input
-    columns): the removed channels then carry exact zeros."""
-    modules = dict(module.named_modules())
-    with torch.no_grad():
-        for edit in plan.layers:
-            layer = modules[edit.name]
-            if edit.out_keep is not None:
-                gone = sorted(set(range(edit.out_channels)) - set(edit.out_keep))
-                layer.weight[gone] = 0
-                if layer.bias is not None:
-                    layer.bias[gone] = 0
-            depthwise = getattr(layer, "groups", 1) > 1
-            if edit.in_keep is not None and not depthwise:
-                gone = sorted(set(range(edit.in_channels)) - set(edit.in_keep))
-                layer.weight[:, gone] = 0
-    return module
 
 
 @pytest.mark.parametrize("name", CNN_NAMES)

@@ -171,7 +171,7 @@ def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfi
             order = order[r % len(order):] + order[:r % len(order)]  # rotate who goes first
             for i in order:
                 runs, busy = _with_cpu_of_others(
-                    functools.partial(_timed_runs, sessions[i], inputs[i], iters[i]))
+                    functools.partial(timed_runs, sessions[i], inputs[i], iters[i]))
                 timings[i] += runs
                 others[i] = max(others[i], busy)
         compiled = [float(getattr(s, "total_compile_seconds", 0.0)) for s in sessions]
@@ -216,11 +216,12 @@ def _warm(session: Session, x: dict[str, np.ndarray], n: int) -> None:
 
 
 def _calibrate(session: Session, x: dict[str, np.ndarray], config: BenchConfig) -> int:
-    once = _timed_runs(session, x, 1)[0]
+    once = timed_runs(session, x, 1)[0]
     return max(config.min_iters, int(config.round_seconds / max(once, 1e-6)))
 
 
-def _timed_runs(session: Session, x: dict[str, np.ndarray], n: int) -> list[float]:
+def timed_runs(session: Session, x: dict[str, np.ndarray], n: int) -> list[float]:
+    """``n`` timed runs of ``session`` on ``x`` (seconds each), threads pinned."""
     out = []
     with session.pinned():
         for _ in range(n):

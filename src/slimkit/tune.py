@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from slimkit.bench import timed_runs
 from slimkit.config import coerce_enums, config_to_dict
 from slimkit.data import synthetic
 from slimkit.errors import InputError
@@ -187,7 +188,7 @@ def _race(model: Model, candidates: list[Candidate], config: TuneConfig,
         for r in range(rounds):
             order = list(range(len(candidates)))
             for i in order[r % len(order):] + order[:r % len(order)]:
-                times[i].append(_timed(sessions[i], inputs[i], iters[i]))
+                times[i].append(timed_runs(sessions[i], inputs[i], iters[i]))
     finally:
         for s in sessions:
             s.close()
@@ -235,15 +236,5 @@ def _score(times: list[list[float]], batch: int, config: TuneConfig) -> float:
 def _calibrate(session: Session, x: dict[str, np.ndarray], seconds: float) -> int:
     with session.pinned():
         session.run(x)  # warm-up (and torch.compile's compile)
-    once = float(np.median(_timed(session, x, 3)))
+    once = float(np.median(timed_runs(session, x, 3)))
     return max(3, int(seconds / max(once, 1e-6)))
-
-
-def _timed(session: Session, x: dict[str, np.ndarray], n: int) -> list[float]:
-    out = []
-    with session.pinned():
-        for _ in range(n):
-            start = time.perf_counter()
-            session.run(x)
-            out.append(time.perf_counter() - start)
-    return out
