@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="examples per forward pass at most (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests (0: no batching)")
+    p.add_argument("--max-padding", type=float, default=0.25,
+                   help="for models with an attention_mask: requests of different lengths "
+                        "share a batch padded to the longest while padding stays under this "
+                        "share of its positions (0: only equal lengths; default 0.25)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests waiting at most; beyond, 503 (default 256)")
     p.add_argument("--max-body-mb", type=float, default=16.0,
@@ -44,9 +48,12 @@ def run(args: argparse.Namespace) -> None:
                          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          max_body_bytes=int(args.max_body_mb * 2**20),
                          request_timeout_s=args.request_timeout, runtime=runtime,
-                         options=options)
+                         options=options, max_padding=args.max_padding)
     server = InferenceServer(load(args, args.model), config)
+    padded = f", padding {', '.join(n for n, _ in server.padding.inputs)}" \
+        if server.padding is not None else ""
     print(f"serving {server.model.name} on {server.url} ({runtime}, max batch "
-          f"{config.max_batch if config.batching else 1}); Ctrl-C or SIGTERM stops", flush=True)
+          f"{config.max_batch if config.batching else 1}{padded}); Ctrl-C or SIGTERM stops",
+          flush=True)
     server.serve_until_signal()
     print("stopped: every request in flight was answered", flush=True)

@@ -3,9 +3,12 @@
 The batcher takes the oldest request, then waits up to ``max_wait_ms`` for more whose inputs
 have the same per-example shapes, up to ``max_batch`` examples, and runs them as one forward
 pass (a request larger than ``max_batch`` runs alone). Outputs are cut back per request along
-the batch axis. A request that does not fit the batch (another shape) is kept for the next one,
-so nothing is reordered within a shape and nothing is lost. ``stop()`` refuses new requests,
-finishes every queued one, then ends the thread.
+the batch axis. With a :class:`~slimkit.serve.padding.SequencePadding` plan, requests whose
+sequences differ in length batch too: padded to the longest, as long as padding stays within
+the plan's ``max_padding`` share of the batch's positions. A request that does not fit the
+batch (another shape, too much padding) is kept for the next one, so nothing is lost and a held
+request starts the next batch. ``stop()`` refuses new requests, finishes every queued one,
+then ends the thread.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from slimkit.runtime.base import Session
 from slimkit.serve.metrics import Metrics
+from slimkit.serve.padding import SequencePadding
 
 logger = logging.getLogger(__name__)
 Outputs = list[np.ndarray]
@@ -38,6 +42,8 @@ class Stopping(RuntimeError):
 @dataclass
 class Request:
     inputs: dict[str, np.ndarray]
+    key: tuple[tuple[str, tuple[int, ...]], ...]  # requests with equal keys can batch
+    length: int = 1  # sequence length (1 without padding)
     future: Future[Outputs] = field(default_factory=Future)
 
     @property
@@ -45,8 +51,8 @@ class Request:
         return next(iter(self.inputs.values())).shape[0]
 
     @property
-    def key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        return tuple((k, v.shape[1:]) for k, v in sorted(self.inputs.items()))
+    def positions(self) -> int:
+        return self.size * self.length
 
 
 class Batcher:
@@ -63,8 +69,9 @@ class Batcher:
     """
 
     def __init__(self, session: Session, max_batch: int, max_wait_ms: float, max_queue: int,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, padding: SequencePadding | None = None) -> None:
         self.session = session
+        self.padding = padding
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1e3
         self.metrics = metrics
@@ -86,7 +93,9 @@ class Batcher:
         """Queue a request; its future gives the outputs. Raises QueueFull or Stopping."""
         if not self._accepting.is_set():
             raise Stopping("the server is shutting down")
-        request = Request(inputs)
+        p = self.padding
+        request = Request(inputs, p.key(inputs), p.length(inputs)) if p is not None else \
+            Request(inputs, tuple((k, v.shape[1:]) for k, v in sorted(inputs.items())))
         try:
             self._queue.put_nowait(request)
         except queue.Full:
@@ -129,6 +138,7 @@ class Batcher:
         if first is None:
             return self._drain_held()
         batch, size = [first], first.size
+        positions, longest = first.positions, first.length
         deadline = time.monotonic() + self.max_wait
         skipped: list[Request] = []
         while size < self.max_batch and (left := deadline - time.monotonic()) > 0:
@@ -138,11 +148,15 @@ class Batcher:
                     self._queue.put(None)  # keep the stop mark for the loop
                     break
                 continue
-            if nxt.key != first.key or size + nxt.size > self.max_batch:
+            if nxt.key != first.key or size + nxt.size > self.max_batch or (
+                    self.padding is not None and not self.padding.fits(
+                        positions + nxt.positions, size + nxt.size, max(longest, nxt.length))):
                 skipped.append(nxt)
                 continue
             batch.append(nxt)
             size += nxt.size
+            positions += nxt.positions
+            longest = max(longest, nxt.length)
         self._held.extendleft(reversed(skipped))
         return batch
 
@@ -156,9 +170,7 @@ class Batcher:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
         if not live:
             return
-        names = list(live[0].inputs)
-        joined = {n: np.concatenate([r.inputs[n] for r in live]) if len(live) > 1
-                  else live[0].inputs[n] for n in names}
+        joined = self._join(live)
         total = sum(r.size for r in live)
         try:
             outputs = self.session.run(joined)
@@ -170,12 +182,24 @@ class Batcher:
         if len(live) > 1 and any(o.ndim == 0 or o.shape[0] != total for o in outputs):
             self._unbatchable(live)
             return
-        self.metrics.batch(total)
+        longest = max(r.length for r in live)
+        self.metrics.batch(total, sum(r.positions for r in live), total * longest)
         start = 0
         for r in live:
-            r.future.set_result([o[start:start + r.size] for o in outputs]
-                                if len(live) > 1 else outputs)
+            r.future.set_result(outputs if len(live) == 1 else self._cut(outputs, start, r))
             start += r.size
+
+    def _join(self, live: list[Request]) -> dict[str, np.ndarray]:
+        if len(live) == 1:
+            return live[0].inputs
+        if self.padding is not None:
+            return self.padding.join([r.inputs for r in live])
+        return {n: np.concatenate([r.inputs[n] for r in live]) for n in live[0].inputs}
+
+    def _cut(self, outputs: Outputs, start: int, r: Request) -> Outputs:
+        if self.padding is not None:
+            return self.padding.cut(outputs, start, r.size, r.length)
+        return [o[start:start + r.size] for o in outputs]
 
     def _unbatchable(self, live: list[Request]) -> None:
         """Outputs without a batch axis cannot be cut per request: run each request alone."""
@@ -186,4 +210,4 @@ class Batcher:
                 r.future.set_result(self.session.run(r.inputs))
             except Exception as exc:
                 r.future.set_exception(exc)
-            self.metrics.batch(r.size)
+            self.metrics.batch(r.size, r.positions, r.positions)

@@ -2,7 +2,10 @@
 
 A JSON body is ``{"inputs": {"NAME": nested lists, ...}}`` or, for a one-input model,
 ``{"inputs": nested lists}``; every array has the batch axis first. A body with content type
-``application/x-npy`` is one ``.npy`` array for a one-input model (read without pickle).
+``application/x-npy`` is one ``.npy`` array for a one-input model; ``application/x-npz`` is an
+``.npz`` archive (``numpy.savez``) of arrays named like the inputs. Both are read without
+pickle, and a compressed archive may not unpack to more than the body limit. Inputs that share
+a named axis (``input_ids`` and ``attention_mask`` share ``sequence``) must agree on its size.
 Anything that does not fit the model raises :class:`BadRequest`, which the server answers with
 HTTP 400 and the message.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -18,29 +22,48 @@ import numpy as np
 from slimkit.model import TensorSpec
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
+NPZ_TYPES = ("application/x-npz", "application/zip")
 
 
 class BadRequest(ValueError):
     """A request the model cannot run; its message goes back to the client with status 400."""
 
 
-def decode(body: bytes, content_type: str, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
-    """The checked, model-typed input arrays of a request body.
+def decode(body: bytes, content_type: str, specs: tuple[TensorSpec, ...],
+           max_bytes: int = 16 * 2**20) -> dict[str, np.ndarray]:
+    """The checked, model-typed input arrays of a request body (an ``.npz`` body may unpack
+    to ``max_bytes`` at most).
 
     Example:
         >>> spec = (TensorSpec("input", ("batch", 2)),)
         >>> decode(b'{"inputs": [[1, 2]]}', "application/json", spec)["input"].dtype
         dtype('float32')
     """
-    raw = _npy(body, specs) if content_type.split(";")[0].strip() in NPY_TYPES \
-        else _json(body, specs)
+    kind = content_type.split(";")[0].strip()
+    raw = _npy(body, specs) if kind in NPY_TYPES else _npz(body, specs, max_bytes) \
+        if kind in NPZ_TYPES else _json(body, specs)
     arrays = {spec.name: check(spec, value) for spec, value in
               ((s, raw[s.name]) for s in specs)}
     sizes = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         raise BadRequest(f"every input needs the same number of examples (batch axis); got "
                          f"{sizes}")
+    _check_shared_axes(specs, arrays)
     return arrays
+
+
+def _check_shared_axes(specs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray]) -> None:
+    """Inputs with the same named axis (past the batch axis) must give it the same size."""
+    seen: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0 or not isinstance(dim, str):
+                continue
+            size = arrays[spec.name].shape[axis]
+            first = seen.setdefault(dim, (spec.name, size))
+            if first[1] != size:
+                raise BadRequest(f"inputs '{first[0]}' and '{spec.name}' share axis '{dim}' "
+                                 f"but have sizes {first[1]} and {size}; they must be equal")
 
 
 def _json(body: bytes, specs: tuple[TensorSpec, ...]) -> dict[str, Any]:
@@ -73,6 +96,28 @@ def _npy(body: bytes, specs: tuple[TensorSpec, ...]) -> dict[str, Any]:
     except (ValueError, OSError, EOFError) as exc:
         raise BadRequest(f"the body is not a .npy array (pickled objects are refused): "
                          f"{exc}") from None
+
+
+def _npz(body: bytes, specs: tuple[TensorSpec, ...], max_bytes: int) -> dict[str, Any]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > max_bytes:
+            raise BadRequest(f"the .npz body unpacks to {unpacked} bytes, over the "
+                             f"{max_bytes} byte limit")
+        with np.load(io.BytesIO(body), allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing = [s.name for s in specs if s.name not in names]
+            extra = sorted(names - {s.name for s in specs})
+            if missing or extra:
+                raise BadRequest(f"the .npz arrays must be exactly {[s.name for s in specs]}; "
+                                 f"missing {missing}, unknown {extra}")
+            return {s.name: npz[s.name] for s in specs}
+    except BadRequest:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadRequest(f"the body is not an .npz archive of arrays (pickled objects are "
+                         f"refused): {exc}") from None
 
 
 def check(spec: TensorSpec, value: Any) -> np.ndarray:

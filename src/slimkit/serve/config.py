@@ -16,6 +16,9 @@ class ServeConfig:
     ``max_wait_ms`` after the first queued request for more to join (``max_batch=1`` or
     ``max_wait_ms=0`` turns dynamic batching off). ``max_queue`` bounds the requests waiting:
     beyond it the server answers 503 at once. A body over ``max_body_bytes`` gets 413 unread.
+    For a model with an ``attention_mask``, requests of different sequence lengths share a
+    batch padded to the longest, while padding stays within ``max_padding`` of the batch's
+    positions (0: only identical lengths batch together).
 
     Example:
         >>> ServeConfig(max_batch=16, max_wait_ms=2).batching
@@ -29,6 +32,7 @@ class ServeConfig:
     max_queue: int = 256
     max_body_bytes: int = 16 * 2**20
     request_timeout_s: float = 30.0
+    max_padding: float = 0.25
     runtime: str = "onnxruntime"
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
 
@@ -41,6 +45,8 @@ class ServeConfig:
             raise InputError(f"port must be in 0..65535 (0: any free port), got {self.port}")
         if not self.max_wait_ms >= 0 or not self.request_timeout_s > 0:
             raise InputError("max_wait_ms must be >= 0 and request_timeout_s > 0")
+        if not 0 <= self.max_padding < 1:
+            raise InputError(f"max_padding must be in [0, 1), got {self.max_padding!r}")
 
     @property
     def batching(self) -> bool:

@@ -1,4 +1,5 @@
-"""Server metrics: request counts by status, batch-size histogram, latency percentiles."""
+"""Server metrics: request counts by status, batch-size histogram, latency percentiles and the
+share of sequence positions that were padding."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ class Metrics:
 
     Example:
         >>> m = Metrics()
-        >>> m.response(200, 0.004); m.batch(3)
+        >>> m.response(200, 0.004); m.batch(3, positions=24, padded_positions=30)
         >>> s = m.snapshot(); s["responses"], s["batch_sizes"], s["latency_ms"]["p50"]
         ({'200': 1}, {'3': 1}, 4.0)
+        >>> s["padding_fraction"]
+        0.2
     """
 
     def __init__(self) -> None:
@@ -28,6 +31,8 @@ class Metrics:
         self._batches: collections.Counter[int] = collections.Counter()
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._disconnects = 0
+        self._positions = 0  # real sequence positions run (examples without a sequence: 1)
+        self._padded = 0  # positions run, padding included
 
     def request(self) -> None:
         with self._lock:
@@ -40,9 +45,14 @@ class Metrics:
             if seconds is not None:
                 self._latencies.append(seconds)
 
-    def batch(self, examples: int) -> None:
+    def batch(self, examples: int, positions: int | None = None,
+              padded_positions: int | None = None) -> None:
+        """A forward pass ran ``examples``: ``positions`` real ones, ``padded_positions`` with
+        the padding (both ``examples`` when left out)."""
         with self._lock:
             self._batches[examples] += 1
+            self._positions += examples if positions is None else positions
+            self._padded += examples if padded_positions is None else padded_positions
 
     def disconnect(self) -> None:
         with self._lock:
@@ -58,6 +68,8 @@ class Metrics:
                 "client_disconnects": self._disconnects,
                 "batches": sum(batches.values()),
                 "batch_sizes": {str(k): v for k, v in batches.items()},
+                "padding_fraction": round(1.0 - self._positions / self._padded, 4)
+                if self._padded else 0.0,
                 "latency_ms": {"count": int(lat.size), **{
                     f"p{q}": round(float(np.percentile(lat, q)), 3) if lat.size else None
                     for q in (50, 90, 99)}},

@@ -7,7 +7,8 @@ outputs. HTTP/1.1 keep-alive lets a client reuse its connection; shutdown waits 
 requests in flight (an idle kept-alive connection holds nothing; its thread is a daemon that
 ends with the socket's timeout or the process).
 
-Routes: ``POST /predict`` (also ``/v1/predict``), ``GET /health``, ``GET /metrics``.
+Routes: ``POST /predict`` (also ``/v1/predict``; JSON, ``.npy`` or ``.npz`` body), ``GET
+/health``, ``GET /metrics``.
 Statuses: 400 bad body/shape/dtype, 404, 411 no Content-Length, 413 body too large, 503 queue
 full or shutting down, 504 no result within ``request_timeout_s``, 500 a model failure.
 """
@@ -31,6 +32,7 @@ from slimkit.serve.batcher import Batcher, QueueFull, Stopping
 from slimkit.serve.codec import BadRequest, decode, encode
 from slimkit.serve.config import ServeConfig
 from slimkit.serve.metrics import Metrics
+from slimkit.serve.padding import plan_padding
 
 logger = logging.getLogger(__name__)
 DRAIN_CAP = 8 * 2**20  # after a 413, read (and drop) this much so the client sees the answer
@@ -55,8 +57,10 @@ class InferenceServer:
         self.metrics = Metrics()
         c = self.config
         self.session = create_session(model, c.runtime, c.options)
+        self.padding = plan_padding(model, self.session, c.max_padding) if c.batching else None
         self.batcher = Batcher(self.session, c.max_batch if c.batching else 1,
-                               c.max_wait_ms if c.batching else 0.0, c.max_queue, self.metrics)
+                               c.max_wait_ms if c.batching else 0.0, c.max_queue, self.metrics,
+                               self.padding)
         try:
             self._httpd = _HTTPServer((c.host, c.port), _Handler)
         except OSError as exc:
@@ -141,7 +145,7 @@ class InferenceServer:
     def predict(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any] | bytes]:
         """(status, response) for a prediction request body."""
         try:
-            inputs = decode(body, content_type, self.model.inputs)
+            inputs = decode(body, content_type, self.model.inputs, self.config.max_body_bytes)
             future = self.batcher.submit(inputs)
         except BadRequest as exc:
             return 400, {"error": str(exc)}
@@ -167,9 +171,12 @@ class InferenceServer:
 
     def snapshot(self) -> dict[str, Any]:
         c = self.config
+        padded = [n for n, _ in self.padding.inputs] if self.padding is not None else []
         return self.metrics.snapshot(queue_depth=self.batcher.depth, in_flight=self._in_flight,
                                      max_batch=c.max_batch if c.batching else 1,
-                                     max_wait_ms=c.max_wait_ms if c.batching else 0.0)
+                                     max_wait_ms=c.max_wait_ms if c.batching else 0.0,
+                                     padded_inputs=padded,
+                                     max_padding=c.max_padding if padded else 0.0)
 
 
 class _HTTPServer(ThreadingHTTPServer):
