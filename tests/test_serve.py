@@ -19,8 +19,10 @@ import pytest
 import torch
 
 from slimkit.errors import InputError
-from slimkit.model import Model, TensorSpec
-from slimkit.serve import InferenceServer, ServeConfig
+from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
+from slimkit.runtime import create_session
+from slimkit.serve import Batcher, InferenceServer, Metrics, ServeConfig
+from slimkit.serve.padding import plan_padding
 from slimkit.testing import tiny_mlp, tiny_model
 
 RNG = np.random.default_rng(0)
@@ -67,6 +69,16 @@ def get(server: InferenceServer, path: str) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def metrics_after(server: InferenceServer, responses: int) -> tuple[int, dict]:
+    """GET /metrics once ``responses`` replies are counted (a reply is counted just after it
+    is sent, so the client may read it a moment before)."""
+    deadline = time.monotonic() + 10
+    while sum(server.metrics.snapshot()["responses"].values()) < responses \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return get(server, "/metrics")
 
 
 def predict(server: InferenceServer, x: np.ndarray) -> np.ndarray:
@@ -156,7 +168,7 @@ def test_health_and_metrics(server):
     assert get(server, "/health") == (200, {"status": "ok", "model": "tiny-mlp",
                                             "runtime": "torch", "queue": 0})
     predict(server, RNG.standard_normal((2, 8)).astype(np.float32))
-    status, m = get(server, "/metrics")
+    status, m = metrics_after(server, 1)
     assert status == 200 and m["requests"] == 1 and m["responses"] == {"200": 1}
     assert m["batch_sizes"] == {"2": 1} and m["latency_ms"]["count"] == 1
     assert m["latency_ms"]["p50"] <= m["latency_ms"]["p99"] and m["max_batch"] == 8
@@ -203,7 +215,7 @@ def test_bounded_load(server):
     assert time.monotonic() - start < 60
     for x, out in zip(xs, outs, strict=True):
         np.testing.assert_allclose(out, expected(x), atol=1e-6)
-    m = get(server, "/metrics")[1]
+    m = metrics_after(server, 160)[1]
     assert m["responses"] == {"200": 160} and m["queue_depth"] == 0
 
 
@@ -257,3 +269,192 @@ def test_cli_serve_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# sequence models: padding requests of different lengths into one batch ---------------------
+
+VOCAB = 50
+TEXT_INPUTS = tuple(TensorSpec(n, (DYNAMIC_BATCH, "sequence"), "int64", VOCAB if i == 0 else None)
+                    for i, n in enumerate(("input_ids", "attention_mask", "token_type_ids")))
+
+
+class Tokens(torch.nn.Module):
+    """A BERT encoder returning its last hidden state (one vector per token)."""
+
+    def __init__(self, bert: torch.nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids).last_hidden_state
+
+
+class MaskIgnored(torch.nn.Module):
+    """Takes an attention mask but averages over every position, padding included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 4)
+
+    def forward(self, input_ids, attention_mask):
+        return self.embed(input_ids).mean(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=64, attn_implementation="eager")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return transformers.BertModel(config, add_pooling_layer=False).eval()
+
+
+def bert_model(bert, per_token: bool = False) -> Model:
+    from slimkit.load.hf import MeanPooledEncoder
+
+    module = Tokens(bert) if per_token else MeanPooledEncoder(bert)
+    return Model(name="tiny-bert", source="test", module=module.eval(), inputs=TEXT_INPUTS,
+                 output_names=("hidden" if per_token else "embedding",), task=Task.EMBEDDING)
+
+
+def text_request(length: int, seed: int, examples: int = 1) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(1, VOCAB, (examples, length))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids)}
+
+
+def run_batched(model: Model, requests: list[dict[str, np.ndarray]], max_padding: float
+                ) -> tuple[list[list[np.ndarray]], Metrics, list[list[np.ndarray]]]:
+    """Outputs of ``requests`` queued at once on a batcher, the metrics, and unbatched outputs."""
+    session = create_session(model, "torch")
+    metrics = Metrics()
+    batcher = Batcher(session, 16, 500.0, 64, metrics, plan_padding(model, session, max_padding))
+    batcher.start()
+    try:
+        futures = [batcher.submit(r) for r in requests]
+        outs = [f.result(timeout=30) for f in futures]
+    finally:
+        batcher.stop()
+    with session.pinned():
+        alone = [session.run(r) for r in requests]
+    return outs, metrics, alone
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_padded_batch_equals_unpadded_runs(one_torch_thread, tiny_bert, per_token):
+    model = bert_model(tiny_bert, per_token)
+    plan = plan_padding(model, create_session(model, "torch"), 0.5)
+    assert plan is not None and plan.outputs == (((1,),) if per_token else ((),))
+    requests = [text_request(n, seed, examples) for seed, (n, examples) in
+                enumerate([(5, 1), (7, 2), (6, 1), (8, 1), (7, 1)])]
+    outs, metrics, alone = run_batched(model, requests, max_padding=0.5)
+    for (got,), (want,) in zip(outs, alone, strict=True):
+        assert got.shape == want.shape  # per-token outputs cut back to the request's length
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    snap = metrics.snapshot()
+    assert snap["batch_sizes"] == {"6": 1}  # one forward pass for all five requests
+    assert snap["padding_fraction"] == pytest.approx(1 - 40 / 48, abs=1e-4)
+
+
+def test_padding_limit_holds_long_requests_for_the_next_batch(one_torch_thread, tiny_bert):
+    model = bert_model(tiny_bert)
+    requests = [text_request(n, seed) for seed, n in enumerate([4, 4, 16, 4, 15])]
+    outs, metrics, alone = run_batched(model, requests, max_padding=0.25)
+    for (got,), (want,) in zip(outs, alone, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert metrics.snapshot()["batch_sizes"] == {"2": 1, "3": 1}  # [4, 4, 4] then [16, 15]
+
+
+def test_without_padding_only_equal_lengths_batch(one_torch_thread, tiny_bert):
+    model = bert_model(tiny_bert)
+    assert plan_padding(model, create_session(model, "torch"), 0.0) is None
+    requests = [text_request(n, seed) for seed, n in enumerate([4, 5, 4, 5])]
+    outs, metrics, alone = run_batched(model, requests, max_padding=0.0)
+    for (got,), (want,) in zip(outs, alone, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert metrics.snapshot()["batch_sizes"] == {"2": 2}
+
+
+def test_a_model_that_ignores_its_mask_is_not_padded(one_torch_thread, caplog):
+    model = Model(name="mask-ignored", source="test", module=MaskIgnored().eval(),
+                  inputs=TEXT_INPUTS[:2], output_names=("embedding",))
+    with caplog.at_level("WARNING", logger="slimkit.serve.padding"):
+        assert plan_padding(model, create_session(model, "torch"), 0.25) is None
+    assert "change when its inputs are padded" in caplog.text
+    assert plan_padding(tiny_model(), create_session(tiny_model(), "torch"), 0.25) is None
+
+
+@pytest.fixture
+def bert_server(one_torch_thread, tiny_bert):
+    config = ServeConfig(port=0, runtime="torch", max_batch=16, max_wait_ms=50,
+                         max_body_bytes=4096)
+    with InferenceServer(bert_model(tiny_bert), config) as srv:
+        yield srv
+
+
+def npz_body(arrays: dict[str, np.ndarray], compressed: bool = False) -> bytes:
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_text_requests_over_http_json_and_npz(bert_server):
+    reference = create_session(bert_server.model, "torch")
+    requests = [text_request(n, seed) for seed, n in enumerate([3, 9, 6, 6, 11, 4, 7, 8])]
+
+    def send(i: int) -> np.ndarray:
+        r = requests[i]
+        body, kind = (npz_body(r), "application/x-npz") if i % 2 else \
+            (json.dumps({"inputs": {k: v.tolist() for k, v in r.items()}}).encode(),
+             "application/json")
+        status, data = post(bert_server, body, kind)
+        assert status == 200, data
+        return np.asarray(data["outputs"]["embedding"], np.float32)
+
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(send, range(len(requests))))
+    for r, out in zip(requests, outs, strict=True):
+        np.testing.assert_allclose(out, reference.run(r)[0], rtol=1e-5, atol=1e-5)
+    m = metrics_after(bert_server, 8)[1]
+    assert m["padded_inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert m["responses"] == {"200": 8} and 0 <= m["padding_fraction"] <= 0.25
+
+
+@pytest.mark.parametrize("body,message", [
+    (lambda: json.dumps({"inputs": {**{k: v.tolist() for k, v in text_request(5, 0).items()},
+                                    "attention_mask": [[1] * 6]}}).encode(),
+     "share axis 'sequence' but have sizes 5 and 6"),
+    (lambda: npz_body({"input_ids": np.zeros((1, 3), np.int64)}),
+     r"missing \['attention_mask', 'token_type_ids'\]"),
+    (lambda: npz_body({**text_request(2, 0), "input_ids": np.array([[{"a": 1}]], object)}),
+     "pickled objects are refused"),
+    (lambda: npz_body({k: np.zeros((64, 64), np.int64) for k in text_request(1, 0)},
+                      compressed=True), "unpacks to .* over the 4096 byte limit"),
+    (lambda: b"PK not a zip", "not an .npz archive"),
+])
+def test_bad_text_requests_get_400(bert_server, body, message):
+    import re
+
+    kind = "application/json" if body().startswith(b"{") else "application/x-npz"
+    status, data = post(bert_server, body(), kind)
+    assert status == 400 and re.search(message, data["error"]), data
+    assert post(bert_server, npz_body(text_request(4, 1)), "application/x-npz")[0] == 200
+
+
+@pytest.mark.slow
+def test_minilm_padded_batches_match_unpadded_onnxruntime(minilm):
+    config = ServeConfig(port=0, max_batch=16, max_wait_ms=200, max_padding=0.5)
+    texts = ["how do I reset my password", "cheap flights to lisbon", "weather tomorrow",
+             "symptoms of vitamin d deficiency in adults", "python list comprehension"]
+    encoded = [dict(minilm.tokenizer([t], return_tensors="np")) for t in texts]
+    with InferenceServer(minilm, config) as srv, ThreadPoolExecutor(5) as pool:
+        outs = list(pool.map(lambda e: post(srv, npz_body(e), "application/x-npz"), encoded))
+        sizes = srv.metrics.snapshot()["batch_sizes"]
+        for e, (status, data) in zip(encoded, outs, strict=True):
+            assert status == 200, data
+            want = srv.session.run({k: v.astype(np.int64) for k, v in e.items()})[0]
+            np.testing.assert_allclose(data["outputs"]["embedding"], want, rtol=1e-4, atol=1e-5)
+    assert max(int(k) for k in sizes) > 1
