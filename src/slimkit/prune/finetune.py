@@ -54,6 +54,8 @@ class FinetuneConfig:
         weight_decay: L2 penalty of the optimizer.
         seed: seeds the shuffling of the data (and the training run).
         max_batches: stop every epoch after this many batches (None: the whole data).
+        workers: data-parallel processes (``slimkit.distributed``: torch DDP, gloo on CPU);
+            each trains on its share of every ``batch_size`` batch. 1: this process only.
 
     Example:
         >>> FinetuneConfig(epochs=2, optimizer="sgd").optimizer
@@ -68,6 +70,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     seed: int = 0
     max_batches: int | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         coerce_enums(self, {"optimizer": Optimizer})
@@ -80,6 +83,9 @@ class FinetuneConfig:
                              f"{self.weight_decay})")
         if self.max_batches is not None and self.max_batches < 1:
             raise InputError(f"max_batches must be >= 1 or None, got {self.max_batches}")
+        if not 1 <= self.workers <= self.batch_size:
+            raise InputError(f"workers must be in [1, batch_size={self.batch_size}] (each "
+                             f"worker trains on a share of every batch), got {self.workers}")
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -164,6 +170,10 @@ def finetune(model: Model, data: Dataset, config: FinetuneConfig | None = None,
     if hooks.teacher is not None and hooks.loss_fn is None:
         raise InputError("a teacher needs a loss_fn that uses its outputs (the built-in "
                          "cross-entropy ignores it): pass a distillation loss")
+    if config.workers > 1 and config.epochs > 0:
+        from slimkit.distributed import finetune_ddp
+
+        return finetune_ddp(model, data, config, hooks)
     module = copy_masked(model.require_module("fine-tuning"))
     trained = replace(model, module=module)
     losses = _train(trained, data, config, hooks)
@@ -171,8 +181,10 @@ def finetune(model: Model, data: Dataset, config: FinetuneConfig | None = None,
     return TrainResult(trained, losses)
 
 
-def _train(model: Model, data: Dataset, config: FinetuneConfig,
-           hooks: TrainHooks) -> list[float]:
+def _train(model: Model, data: Dataset, config: FinetuneConfig, hooks: TrainHooks,
+           shard: tuple[int, int] = (0, 1)) -> list[float]:
+    """Train ``model.module`` in place; ``shard = (rank, workers)`` trains one data-parallel
+    worker's share of every batch (the module is then DDP-wrapped by ``slimkit.distributed``)."""
     loss_fn, penalty = hooks.loss_fn or cross_entropy, hooks.penalty
     module = model.require_module("fine-tuning")
     optimizer = OPTIMIZERS.get(config.optimizer.value)(
@@ -183,15 +195,18 @@ def _train(model: Model, data: Dataset, config: FinetuneConfig,
     rng = np.random.default_rng(config.seed)
     losses: list[float] = []
     with torch.random.fork_rng(), torch.enable_grad():
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + shard[0])
         module.train()
         for _ in progress(range(config.epochs), "fine-tuning", config.epochs):
             total, count = 0.0, 0
-            for inputs, labels in _shuffled(data, rng, config.batch_size, steps):
+            batches = _shuffled(data, rng, config.batch_size, steps)
+            for inputs, labels, weight in _sharded(batches, *shard):
                 batch = _batch(inputs, labels, hooks.teacher)
                 loss = loss_fn(module(*model.torch_args(inputs)), batch)
                 if penalty is not None:
                     loss = loss + penalty(module)
+                if weight != 1.0:
+                    loss = loss * weight
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -212,6 +227,22 @@ def _shuffled(data: Dataset, rng: np.random.Generator, batch_size: int,
             return
         inputs = {k: np.ascontiguousarray(v[idx]) for k, v in data.inputs.items()}
         yield inputs, None if data.labels is None else data.labels[idx]
+
+
+def _sharded(batches: Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]], rank: int,
+             workers: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, float]]:
+    """Worker ``rank``'s examples of every batch (``rank, rank + workers, ...``) and the weight
+    ``local * workers / global`` that makes DDP's mean of the workers' gradients the gradient
+    of the whole batch's mean loss. Every worker skips a batch with fewer examples than workers.
+    """
+    for inputs, labels in batches:
+        n = len(next(iter(inputs.values())))
+        if workers == 1:
+            yield inputs, labels, 1.0
+        elif n >= workers:
+            local = {k: np.ascontiguousarray(v[rank::workers]) for k, v in inputs.items()}
+            mine = len(range(rank, n, workers))
+            yield local, None if labels is None else labels[rank::workers], mine * workers / n
 
 
 def _batch(inputs: dict[str, np.ndarray], labels: np.ndarray | None,
