@@ -326,12 +326,14 @@ def text_request(length: int, seed: int, examples: int = 1) -> dict[str, np.ndar
             "token_type_ids": np.zeros_like(ids)}
 
 
-def run_batched(model: Model, requests: list[dict[str, np.ndarray]], max_padding: float
+def run_batched(model: Model, requests: list[dict[str, np.ndarray]], max_padding: float,
+                max_batch: int = 16
                 ) -> tuple[list[list[np.ndarray]], Metrics, list[list[np.ndarray]]]:
     """Outputs of ``requests`` queued at once on a batcher, the metrics, and unbatched outputs."""
     session = create_session(model, "torch")
     metrics = Metrics()
-    batcher = Batcher(session, 16, 500.0, 64, metrics, plan_padding(model, session, max_padding))
+    batcher = Batcher(session, max_batch, 500.0, 64, metrics,
+                      plan_padding(model, session, max_padding))
     batcher.start()
     try:
         futures = [batcher.submit(r) for r in requests]
@@ -366,6 +368,16 @@ def test_padding_limit_holds_long_requests_for_the_next_batch(one_torch_thread, 
     for (got,), (want,) in zip(outs, alone, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert metrics.snapshot()["batch_sizes"] == {"2": 1, "3": 1}  # [4, 4, 4] then [16, 15]
+
+
+def test_a_batch_takes_the_lengths_closest_to_the_oldest_request(one_torch_thread, tiny_bert):
+    model = bert_model(tiny_bert)
+    requests = [text_request(n, seed) for seed, n in enumerate([8, 4, 9])]
+    outs, metrics, alone = run_batched(model, requests, max_padding=0.25, max_batch=2)
+    for (got,), (want,) in zip(outs, alone, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # [8, 9] then [4]: 1 padded position of 22 (in arrival order, [8, 4] then [9]: 4 of 25)
+    assert metrics.snapshot()["padding_fraction"] == pytest.approx(1 / 22, abs=1e-4)
 
 
 def test_without_padding_only_equal_lengths_batch(one_torch_thread, tiny_bert):

@@ -5,15 +5,17 @@ have the same per-example shapes, up to ``max_batch`` examples, and runs them as
 pass (a request larger than ``max_batch`` runs alone). Outputs are cut back per request along
 the batch axis. With a :class:`~slimkit.serve.padding.SequencePadding` plan, requests whose
 sequences differ in length batch too: padded to the longest, as long as padding stays within
-the plan's ``max_padding`` share of the batch's positions. A request that does not fit the
-batch (another shape, too much padding) is kept for the next one, so nothing is lost and a held
-request starts the next batch. ``stop()`` refuses new requests, finishes every queued one,
-then ends the thread.
+the plan's ``max_padding`` share of the batch's positions; the batch then takes, from what is
+waiting, the requests closest in length to the oldest one (the least padding). A request that
+does not fit the batch (another shape, too much padding) is held, in arrival order, for the
+next one, so nothing is lost and the oldest request always starts the next batch. ``stop()``
+refuses new requests, finishes every queued one, then ends the thread.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import queue
 import threading
@@ -29,6 +31,7 @@ from slimkit.serve.padding import SequencePadding
 
 logger = logging.getLogger(__name__)
 Outputs = list[np.ndarray]
+_ARRIVAL = itertools.count()
 
 
 class QueueFull(RuntimeError):
@@ -45,6 +48,7 @@ class Request:
     key: tuple[tuple[str, tuple[int, ...]], ...]  # requests with equal keys can batch
     length: int = 1  # sequence length (1 without padding)
     future: Future[Outputs] = field(default_factory=Future)
+    seq: int = field(default_factory=lambda: next(_ARRIVAL))  # arrival order
 
     @property
     def size(self) -> int:
@@ -76,7 +80,8 @@ class Batcher:
         self.max_wait = max_wait_ms / 1e3
         self.metrics = metrics
         self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=max_queue)
-        self._held: collections.deque[Request] = collections.deque()
+        self._held: collections.deque[Request] = collections.deque()  # in arrival order
+        self._stop_seen = False
         self._accepting = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="slimkit-serve-batcher",
                                         daemon=True)
@@ -123,48 +128,65 @@ class Batcher:
                     self._run([late])
 
     def _take(self, timeout: float | None) -> Request | None:
-        """The next request (held ones first); None at the stop mark or after ``timeout``."""
+        """The next request (held ones first); None after ``timeout`` (0: do not wait) or once
+        the stop mark was read (``_stop_seen``)."""
         if self._held:
             return self._held.popleft()
+        if self._stop_seen:
+            return None
         try:
-            return self._queue.get(timeout=timeout)
+            item = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        if item is None:
+            self._stop_seen = True
+        return item
 
     def _next_batch(self) -> list[Request] | None:
         first = self._take(None)
         while first is not None and first.future.cancelled():
             first = self._take(None)
-        if first is None:
-            return self._drain_held()
+        if first is None:  # the stop mark, nothing held
+            return None
+        same, other = self._gather(first)
         batch, size = [first], first.size
         positions, longest = first.positions, first.length
-        deadline = time.monotonic() + self.max_wait
-        skipped: list[Request] = []
-        while size < self.max_batch and (left := deadline - time.monotonic()) > 0:
-            nxt = self._take(left)
-            if nxt is None:
-                if not self._accepting.is_set() and self._queue.empty():
-                    self._queue.put(None)  # keep the stop mark for the loop
-                    break
+        rest = other
+        # closest lengths first: the least padding (equal lengths keep their arrival order)
+        for r in sorted(same, key=lambda r: (abs(r.length - first.length), r.seq)):
+            if size + r.size > self.max_batch or (self.padding is not None and not
+                                                  self.padding.fits(positions + r.positions,
+                                                                    size + r.size,
+                                                                    max(longest, r.length))):
+                rest.append(r)
                 continue
-            if nxt.key != first.key or size + nxt.size > self.max_batch or (
-                    self.padding is not None and not self.padding.fits(
-                        positions + nxt.positions, size + nxt.size, max(longest, nxt.length))):
-                skipped.append(nxt)
-                continue
-            batch.append(nxt)
-            size += nxt.size
-            positions += nxt.positions
-            longest = max(longest, nxt.length)
-        self._held.extendleft(reversed(skipped))
+            batch.append(r)
+            size += r.size
+            positions += r.positions
+            longest = max(longest, r.length)
+        if rest:
+            self._held = collections.deque(sorted([*rest, *self._held], key=lambda r: r.seq))
         return batch
 
-    def _drain_held(self) -> list[Request] | None:
-        if self._held:  # the stop mark came while requests were held back: run them first
-            self._queue.put(None)
-            return [self._held.popleft()]
-        return None
+    def _gather(self, first: Request) -> tuple[list[Request], list[Request]]:
+        """Requests that could join ``first``'s batch (same key), and the others: those that
+        come within ``max_wait`` until the batch could be full, then (with padding, to choose
+        lengths from) whatever else waits already."""
+        same: list[Request] = []
+        other: list[Request] = []
+        room = self.max_batch - first.size
+        deadline = time.monotonic() + self.max_wait
+        while sum(r.size for r in same) < room and (left := deadline - time.monotonic()) > 0:
+            nxt = self._take(left)
+            if nxt is None:
+                if self._stop_seen:
+                    break
+                continue
+            (same if nxt.key == first.key else other).append(nxt)
+        while self.padding is not None and room > 0 and len(same) < 2 * self.max_batch \
+                and (nxt := self._take(0)) is not None:
+            (same if nxt.key == first.key else other).append(nxt)
+        return same, other
 
     def _run(self, batch: list[Request]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
