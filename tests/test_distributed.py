@@ -19,7 +19,7 @@ from slimkit.data import Dataset
 from slimkit.distributed import finetune_ddp, launched_by_torchrun
 from slimkit.distributed.replica import threads_per_rank
 from slimkit.errors import InputError
-from slimkit.parallel.errors import WorkerCrashedError, WorkerError
+from slimkit.parallel.errors import WorkerCrashedError, WorkerError, WorkerTimeoutError
 from slimkit.prune import PruneConfig, PruneMode, prune
 from slimkit.prune.finetune import FinetuneConfig, TrainBatch, TrainHooks, finetune
 from slimkit.testing import tiny_model
@@ -133,6 +133,15 @@ class DieOnRank(FailOnRank):
         return super().__call__(outputs, batch)
 
 
+
+class HangOnRank(FailOnRank):
+    def __call__(self, outputs, batch: TrainBatch) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if dist.get_rank() == self.rank:
+            time.sleep(120)  # stuck: its peer waits in the gradient all-reduce
+        return super().__call__(outputs, batch)
+
 def test_a_raising_worker_stops_the_job_with_its_error(clean_exit):
     model, data = tiny_model("mlp"), digits_like(64)
     config = FinetuneConfig(epochs=3, batch_size=8)
@@ -153,6 +162,26 @@ def test_a_dead_worker_is_reported_as_a_crash(clean_exit):
                      TrainHooks(loss_fn=DieOnRank(1, 1)), workers=2)
     assert time.perf_counter() - started < 30
 
+
+
+def test_prune_cli_fine_tunes_on_two_workers(tmp_path, capsys, clean_exit):
+    import json
+
+    from slimkit.cli import main
+
+    data = digits_like(32)
+    np.savez(tmp_path / "d.npz", input=data.inputs["input"], labels=data.labels)
+    code = main(["prune", "slimkit.testing:tiny_mlp", "--input-shape", "1x8", "-o",
+                 str(tmp_path / "out"), "--round-to", "2", "--data", str(tmp_path / "d.npz"),
+                 "--finetune-epochs", "1", "--iterations", "2", "--batch-size", "8",
+                 "--finetune-workers", "2", "--json"])
+    report = json.loads(capsys.readouterr().out)["finetune"]
+    assert code in (0, None) and report["config"]["workers"] == 2
+    assert [len(step["losses"]) for step in report["steps"]] == [1, 1]
+    assert main(["prune", "slimkit.testing:tiny_mlp", "--input-shape", "1x8", "-o",
+                 str(tmp_path / "x"), "--data", str(tmp_path / "d.npz"), "--finetune-epochs",
+                 "1", "--finetune-workers", "0"]) == 2
+    assert "workers must be in" in capsys.readouterr().err
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"workers": 0}, "workers must be in"),
@@ -236,3 +265,14 @@ def test_the_same_call_joins_a_torchrun_job(tmp_path):
     got = load_file(str(out))
     for name, value in weights(one.model.module).items():
         np.testing.assert_allclose(got[name].numpy(), value, atol=ATOL, rtol=RTOL)
+
+
+def test_a_stuck_worker_times_out_instead_of_hanging(clean_exit):
+    model, data = tiny_model("mlp"), digits_like(64)
+    started = time.perf_counter()
+    with pytest.raises(WorkerTimeoutError, match="worker 0 of 2 failed .no word from its peers "
+                                                 "within timeout_s=3; still busy when stopped: "
+                                                 "worker 1"):
+        finetune_ddp(model, data, FinetuneConfig(epochs=1, batch_size=8),
+                     TrainHooks(loss_fn=HangOnRank(1, 1)), workers=2, timeout_s=3)
+    assert time.perf_counter() - started < 30

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="strength of the slimming / group-lasso penalty")
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="epochs of fine-tuning on --data after each pruning step")
+    p.add_argument("--finetune-workers", type=int, default=1, metavar="N",
+                   help="data-parallel fine-tuning processes (torch DDP; each trains on a "
+                        "share of every batch)")
     p.add_argument("--iterations", type=int, default=1,
                    help="pruning steps (cubic schedule), each followed by fine-tuning")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
                          exclude=tuple(args.exclude), seed=args.seed, penalty=args.penalty)
     finetune = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer,
                               batch_size=args.batch_size, iterations=args.iterations,
-                              seed=args.seed)
+                              seed=args.seed, workers=args.finetune_workers)
     tuning = args.finetune_epochs > 0 or args.iterations > 1
     if (tuning or args.sensitivity) and not (args.data or args.eval_data):
         raise InputError("--finetune-epochs, --iterations and --sensitivity need --data")

@@ -225,7 +225,10 @@ def _failure(folder: Path, exc: Exception, job: Job, processes: list[Any]) -> Wo
                            worker=index, remote_traceback=str(exc))
     first = min(records.values(), key=lambda r: r["time"])
     timed_out = "timed out" in first["message"].lower() or "timeout" in first["message"].lower()
-    why = f" (no word from its peers within timeout_s={job.timeout_s:g})" if timed_out else ""
+    stuck = [rank for rank, p in enumerate(processes)
+             if p.exitcode == -signal.SIGTERM and rank not in records]
+    why = (f" (no word from its peers within timeout_s={job.timeout_s:g}; still busy when "
+           f"stopped: worker {', '.join(map(str, stuck)) or '?'})" if timed_out else "")
     return (WorkerTimeoutError if timed_out else WorkerError)(
         f"fine-tuning worker {first['rank']} of {job.workers} failed{why}: {first['type']}: "
         f"{first['message']}{tail}", worker=first["rank"], remote_type=first["type"],
