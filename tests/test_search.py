@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import InputError
@@ -142,3 +144,43 @@ def test_ray_executor_gives_the_in_process_front(tmp_path, net, data):
     assert _trials(ray_run) == _trials(local)
     assert ray_run.sections["proxy_front"] == local.sections["proxy_front"]
     assert ray_run.sections["best"]["params"] == local.sections["best"]["params"]
+
+
+def test_uniform_points_open_the_study_and_fine_tuned_finalists_bisect_the_front(
+        tmp_path, net, one_torch_thread):
+    labels = np.random.default_rng(0).integers(0, 10, 24)
+    labelled = Dataset(synthetic(net.inputs, 24, seed=0).inputs, labels)
+    result = search(net, labelled, tmp_path / "ft", _config(
+        trials=4, finalists=2, finetune_epochs=1, quantize=False, objective="latency",
+        max_drop=1.0))
+    first = [t["params"] for t in result.sections["trials"][:2]]
+    assert [set(p.values()) for p in first] == [{0.25}, {0.5}]  # every group at one ratio
+    # fine-tuned finalists: the proxy is unconstrained, so no group was bounded by a scan
+    assert result.sections["sensitivity"]["prune"] == {}
+    assert all(list(g["ratios"]) == [0.0, 0.25, 0.5] for g in result.sections["space"]["groups"])
+    stages = [next(iter(s)) for s in result.recipe.to_dict()["stages"]]
+    assert stages[:3] == ["prune", "batchnorm", "finetune"]
+    # the first finalist is the middle of the proxy front (cheapest first); it met the loose
+    # budget, so a second one, if any, is cheaper
+    macs = {t["number"]: t["values"][0] for t in result.sections["trials"]}
+    front = sorted(result.sections["proxy_front"], key=lambda n: (macs[n], n))
+    rows = result.sections["finalists"]
+    assert rows[0]["trial"] == front[(len(front) - 1) // 2] and rows[0]["met_budget"]
+    assert len(rows) == (2 if (len(front) - 1) // 2 > 0 else 1)
+    assert all(macs[r["trial"]] < macs[rows[0]["trial"]] for r in rows[1:])
+
+
+@given(size=st.integers(1, 40), boundary=st.integers(0, 40))
+def test_bisection_finds_the_cheapest_point_that_holds(size, boundary):
+    from slimkit.search.finalists import bisect_front
+
+    tried: list[int] = []
+
+    def met(i):
+        tried.append(i)
+        return i >= boundary
+
+    bisect_front(size.bit_length(), met, size)
+    held = [i for i in tried if i >= boundary]
+    assert len(set(tried)) == len(tried)
+    assert min(held, default=size) == min(boundary, size)

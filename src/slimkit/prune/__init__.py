@@ -3,6 +3,7 @@ replayable) and unstructured masks with a cubic schedule and ``finalize``; fine-
 iterative prune -> fine-tune; a sensitivity scan for per-group ratios."""
 
 from slimkit.prune.api import PruneResult, prune
+from slimkit.prune.batchnorm import recalibrate_batchnorm
 from slimkit.prune.config import GroupReduce, PruneConfig, PruneMode, Scope
 from slimkit.prune.finetune import FinetuneConfig, TrainHooks, finetune, prune_and_finetune
 from slimkit.prune.importance import IMPORTANCE
@@ -15,4 +16,5 @@ from slimkit.prune.unstructured import cubic_sparsity, finalize
 __all__ = ["IMPORTANCE", "FinetuneConfig", "GroupReduce", "PrunePlan", "PruneConfig",
            "PruneMode", "PruneResult", "Scope", "SensitivityResult", "TrainHooks", "apply_plan",
            "cubic_sparsity", "finalize", "finetune", "load_pruned", "plan_pruning", "prune",
-           "prune_and_finetune", "save_pruned", "sensitivity_scan"]
+           "prune_and_finetune", "recalibrate_batchnorm", "save_pruned",
+           "sensitivity_scan"]

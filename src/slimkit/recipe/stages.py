@@ -2,8 +2,9 @@
 ``StageType`` in the ``STAGES`` registry: its config dataclass and a handler that turns the
 pipeline's current model into the next one.
 
-Built in: prune, finetune, quantize, export. Techniques whose packages may be absent (distill,
-cluster, lowrank, tune) register from ``slimkit.recipe.optional`` only when they import.
+Built in: prune, batchnorm, finetune, quantize, export. Techniques whose packages may be absent
+(distill, cluster, lowrank, tune) register from ``slimkit.recipe.optional`` only when they
+import.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ def _finetune(config: Any, state: PipelineState) -> dict[str, Any]:
     return report
 
 
+def _batchnorm(config: Any, state: PipelineState) -> dict[str, Any]:
+    from slimkit.errors import DataError
+    from slimkit.prune.batchnorm import recalibrate_batchnorm
+
+    if state.train is None:
+        raise DataError("the batchnorm stage needs training data (--train or --data)")
+    state.model = recalibrate_batchnorm(state.model, state.train, config.batches,
+                                        config.batch_size, config.seed)
+    return {"config": config.to_dict()}
+
+
 def _quantize(config: Any, state: PipelineState) -> dict[str, Any]:
     from slimkit.quantize import quantize
 
@@ -110,11 +122,14 @@ def _export(config: Any, state: PipelineState) -> dict[str, Any]:
 def _register_builtin() -> None:
     from slimkit.export.onnx import ExportConfig
     from slimkit.prune import PruneConfig
+    from slimkit.prune.batchnorm import BatchNormConfig
     from slimkit.quantize import QuantizeConfig
     from slimkit.recipe.finetune import FinetuneConfig
 
     register_stage(StageType("prune", PruneConfig, _prune,
                              description="remove channels (structured) or mask weights"))
+    register_stage(StageType("batchnorm", BatchNormConfig, _batchnorm,
+                             description="re-estimate BatchNorm statistics after pruning"))
     register_stage(StageType("finetune", FinetuneConfig, _finetune,
                              description="recover accuracy: CE on labels, else MSE to original"))
     register_stage(StageType("quantize", QuantizeConfig, _quantize, needs_torch=False,

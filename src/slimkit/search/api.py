@@ -85,7 +85,8 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     sections: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "warnings": []}
     sections["noise"] = _noise(model, data, metric, config, sections["warnings"])
     digest = model_digest(model)
-    ctx, space, sections["sensitivity"] = _prepare(model, data, metric, config, digest)
+    ctx, space, sections["sensitivity"] = _prepare(model, data, train or data, metric, config,
+                                                   digest)
     sections["space"] = space.to_dict()
     storage = config.storage or str(folder / STORAGE_FILE)
     name = config.study_name or f"slimkit-{digest}"
@@ -131,9 +132,13 @@ def _noise(model: Model, data: Dataset, metric: UserMetric | None, config: Searc
             "examples": len(data)}
 
 
-def _prepare(model: Model, data: Dataset, metric: UserMetric | None, config: SearchConfig,
-             digest: str) -> tuple[TrialContext, SearchSpace, dict[str, Any]]:
-    """The trial context, the sensitivity scan (cached) and the space it bounds."""
+def _prepare(model: Model, data: Dataset, train: Dataset, metric: UserMetric | None,
+             config: SearchConfig, digest: str) -> tuple[TrialContext, SearchSpace,
+                                                         dict[str, Any]]:
+    """The trial context, the sensitivity scan (cached) and the space it bounds. Without a
+    proxy limit (the finalists are fine-tuned) no group's ratios are bounded, so the pruning
+    part of the scan is skipped: what a group loses before fine-tuning says little about what
+    it loses after."""
     from slimkit.load.zoo import cache_dir
     from slimkit.search.sensitivity import allowed_ratios, most_sensitive, scan
 
@@ -145,10 +150,12 @@ def _prepare(model: Model, data: Dataset, metric: UserMetric | None, config: Sea
     every = SearchSpace(tuple(GroupChoice(key, channels, config.ratios)
                               for key, channels in groups), (), tuple(layers), config.quantize)
     ctx = TrialContext(model, scorer, every, config.seed, config.trial_threads, config.int8_speed,
-                       base["macs"], base["bytes"])
-    sens = scan(ctx, groups, config.ratios, layers, cache_dir() / "search", digest)
-    choices = tuple(GroupChoice(key, channels, allowed_ratios(sens["prune"][key], config.ratios,
-                                                              config.proxy_limit))
+                       base["macs"], base["bytes"], train, config.bn_batches)
+    limit = config.proxy_limit
+    scanned = groups if limit is not None else []
+    sens = scan(ctx, scanned, config.ratios, layers, cache_dir() / "search", digest)
+    choices = tuple(GroupChoice(key, channels, config.ratios if limit is None else
+                                allowed_ratios(sens["prune"][key], config.ratios, limit))
                     for key, channels in groups)
     space = SearchSpace(choices, most_sensitive(sens["int8"], config.quant_layer_choices),
                         tuple(layers), config.quantize)

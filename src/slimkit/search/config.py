@@ -36,7 +36,8 @@ class SearchConfig:
         max_drop: the largest metric drop (absolute) the result may have.
         objective: what to minimise: latency, size or both.
         budget_s: wall-clock budget in seconds (None: only ``trials`` bounds the search).
-        trials: proxy trials (pruning ratio per group, int8 or float per layer; no fine-tune).
+        trials: proxy trials (pruning ratio per group, int8 or float per layer; no fine-tune),
+            the first of them the uniform points (every group at one ratio).
         finalists: promising proxy candidates then fine-tuned, exported and measured.
         seed: seeds the sampler; the same seed gives the same trials.
         sampler: tpe or nsga2 (Optuna multi-objective samplers with constraints).
@@ -45,8 +46,13 @@ class SearchConfig:
         quantize: put int8 (static, per-channel) in the space.
         quant_layer_choices: the most int8-sensitive layers get their own int8/float choice.
         finetune_epochs, finetune_lr: the finalists' fine-tuning (0 epochs: none).
-        proxy_max_drop: the constraint of the proxy trials (no fine-tuning yet, so looser
-            than ``max_drop``); None: ``max_drop`` without fine-tuning, else 0.3.
+        proxy_max_drop: the constraint of the proxy trials; None: ``max_drop`` when the
+            finalists are not fine-tuned (the proxy is then the model itself), else no
+            constraint: a proxy cannot tell what fine-tuning will recover, so the finalists
+            are fine-tuned along the proxy front in bisection order instead.
+        bn_batches: proxy trials re-estimate BatchNorm statistics on this many training
+            batches before scoring (adaptive BN, as EagleEye; the recipes get the same
+            ``batchnorm`` stage); 0: off.
         executor: inprocess or ray; ``workers`` trials run per batch (Ray: in parallel, each
             pinned to ``threads`` CPUs); ``ray_address`` joins a running cluster.
         storage: an Optuna RDB URL or SQLite file path (default: search.db in the output).
@@ -71,6 +77,7 @@ class SearchConfig:
     finetune_epochs: int = 3
     finetune_lr: float = 1e-3
     proxy_max_drop: float | None = None
+    bn_batches: int = 4
     executor: ExecutorKind = ExecutorKind.INPROCESS
     workers: int = 1
     ray_address: str | None = None
@@ -93,17 +100,19 @@ class SearchConfig:
             raise InputError("trials, finalists, workers and (trial) threads must be >= 1")
         if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
             raise InputError(f"ratios must be in [0, 1), got {list(self.ratios)}")
-        if self.quant_layer_choices < 0 or self.finetune_epochs < 0 or self.eval_examples < 1:
-            raise InputError("quant_layer_choices and finetune_epochs must be >= 0, "
-                             "eval_examples >= 1")
+        if min(self.quant_layer_choices, self.finetune_epochs, self.bn_batches) < 0 \
+                or self.eval_examples < 1:
+            raise InputError("quant_layer_choices, finetune_epochs and bn_batches must be "
+                             ">= 0, eval_examples >= 1")
         if not self.int8_speed > 0:
             raise InputError("int8_speed must be > 0")
 
     @property
-    def proxy_limit(self) -> float:
+    def proxy_limit(self) -> float | None:
+        """The proxy trials' largest drop (None: unconstrained)."""
         if self.proxy_max_drop is not None:
             return self.proxy_max_drop
-        return self.max_drop if self.finetune_epochs == 0 else max(0.3, self.max_drop)
+        return self.max_drop if self.finetune_epochs == 0 else None
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

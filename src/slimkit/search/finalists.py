@@ -1,10 +1,14 @@
-"""The second stage of a search: the promising proxy points (spread along the proxy Pareto
-front) become recipes, are compressed for real (fine-tuned, exported or quantized, verified in
-ONNX Runtime), measured side by side with the original, and ranked."""
+"""The second stage of a search: proxy points on the proxy Pareto front become recipes and are
+compressed for real (fine-tuned, exported or quantized, verified in ONNX Runtime) in bisection
+order along the front, cheapest first: a point that meets the budget sends the next try to the
+cheaper half, one that misses to the dearer half, so a few fine-tuning runs find the cheapest
+point that holds the budget. The finalists are measured side by side with the original and
+ranked."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ from slimkit.data import Dataset
 from slimkit.evaluate import UserMetric
 from slimkit.model import Model
 from slimkit.prune import PruneConfig
+from slimkit.prune.batchnorm import BatchNormConfig
 from slimkit.quantize import QuantizeConfig, QuantMode
 from slimkit.recipe import FinetuneConfig, Recipe, Stage, compress
 from slimkit.recipe.run import measure_side_by_side
@@ -28,6 +33,9 @@ def point_recipe(space: SearchSpace, params: dict[str, Any], config: SearchConfi
     if rules:
         stages.append(Stage("prune", PruneConfig(ratio=0.0, layer_ratios=rules,
                                                  importance="l2", seed=config.seed)))
+        if config.bn_batches:  # as the proxy trials judged it
+            stages.append(Stage("batchnorm", BatchNormConfig(config.bn_batches,
+                                                             seed=config.seed)))
         if config.finetune_epochs:
             stages.append(Stage("finetune", FinetuneConfig(
                 epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed)))
@@ -47,19 +55,37 @@ def _export_config() -> Any:
     return ExportConfig()
 
 
-def pick(trials: list[Any], count: int) -> list[Any]:
-    """Up to ``count`` feasible trials spread along their Pareto front (cheapest first); with
-    no feasible trial, the ones with the smallest drop."""
+def candidates(trials: list[Any]) -> tuple[list[Any], bool]:
+    """The proxy-feasible trials on their Pareto front, cheapest first, and True; with no
+    feasible trial, all trials by smallest drop, and False."""
     feasible = [t for t in trials if t.user_attrs.get(CONSTRAINT, 1.0) <= 0]
     if not feasible:
-        return sorted(trials, key=lambda t: (t.values[-1], t.number))[:count]
-    front = sorted(pareto(feasible, lambda t: tuple(t.values)),
-                   key=lambda t: (t.values[0], t.number))
-    if len(front) > count:
-        step = (len(front) - 1) / max(count - 1, 1)
-        front = [front[round(i * step)] for i in range(count)]
-    rest = sorted((t for t in feasible if t not in front), key=lambda t: (t.values[0], t.number))
-    return (front + rest)[:count]
+        return sorted(trials, key=lambda t: (t.values[-1], t.number)), False
+    return sorted(pareto(feasible, lambda t: tuple(t.values)),
+                  key=lambda t: (t.values[0], t.values[-1], t.number)), True
+
+
+def bisect_front(count: int, met: Callable[[int], bool | None], size: int) -> None:
+    """Call ``met(i)`` on up to ``count`` indices of a front of ``size`` points (cheapest
+    first) in bisection order; ``met`` returns whether point i held the budget, or None to
+    stop.
+
+    Example:
+        >>> tried = []
+        >>> def met(i):
+        ...     tried.append(i)
+        ...     return i >= 5
+        >>> bisect_front(10, met, 8); tried
+        [3, 5, 4]
+    """
+    lo, hi = 0, size - 1
+    while lo <= hi and count > 0:
+        mid = (lo + hi) // 2
+        ok = met(mid)
+        if ok is None:
+            return
+        lo, hi = (lo, mid - 1) if ok else (mid + 1, hi)
+        count -= 1
 
 
 def pareto(items: list[Any], key: Any) -> list[Any]:
@@ -85,9 +111,12 @@ def run_finalists(model: Model, space: SearchSpace, trials: list[Any], config: S
     (ONNX Runtime, batch 1, interleaved); returns the rows and the original's timing."""
     rows: list[dict[str, Any]] = []
     folder.mkdir(exist_ok=True)
-    for trial in pick(trials, config.finalists):
+    order, feasible = candidates(trials)
+
+    def finalist(i: int) -> bool | None:
         if deadline is not None and time.monotonic() > deadline and rows:
-            break
+            return None
+        trial = order[i]
         recipe = point_recipe(space, trial.params, config, f"search-trial-{trial.number}")
         result = compress(model, recipe, folder / f"trial-{trial.number}", data, train,
                           metric=metric, measure=False, threads=config.threads)
@@ -99,6 +128,14 @@ def run_finalists(model: Model, space: SearchSpace, trials: list[Any], config: S
                      "met_budget": bool(check["drop"] <= config.max_drop + 1e-12),
                      "path": str(result.model.onnx_path), "recipe": recipe.to_dict(),
                      "model": result.model})
+        return bool(rows[-1]["met_budget"])
+
+    if feasible:
+        bisect_front(config.finalists, finalist, len(order))
+    else:  # nothing feasible by the proxy: the smallest drops, in order
+        for i in range(min(config.finalists, len(order))):
+            if finalist(i) is None:
+                break
     latency = measure_side_by_side([model, *(row["model"] for row in rows)], config.threads)
     for row, lat in zip(rows, latency[1:], strict=True):
         row["p50_ms"], row["speedup"] = lat["p50_ms"], lat["speedup"]

@@ -1,7 +1,7 @@
 """Cheap proxies of one search point, with no fine-tuning: the pruned model's MACs and weight
-bytes (int8 layers at one byte a weight plus a float scale per channel), and its metric with
-int8 simulated by rounding the weights per channel (weight error only: activation rounding is
-left to the finalists' real measurement)."""
+bytes (int8 layers at one byte a weight plus a float scale per channel), and its metric after
+re-estimating BatchNorm statistics (adaptive BN), with int8 simulated by rounding the weights per
+channel (weight error only: activation rounding is left to the finalists' real measurement)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
+from slimkit.data import Dataset
 from slimkit.model import Model
 from slimkit.recipe.metric import Scorer
 from slimkit.search.space import SearchSpace
@@ -26,17 +27,23 @@ class TrialContext:
     int8_speed: float = 1.0
     base_macs: float = 1.0  # the original's, from layer_costs
     base_bytes: float = 1.0
+    train: Dataset | None = None  # adaptive BN batches come from it
+    bn_batches: int = 0
 
 
 def candidate(ctx: TrialContext, params: dict[str, Any]) -> Model:
-    """The pruned (not fine-tuned) model of ``params``."""
-    from slimkit.prune import PruneConfig, prune
+    """The pruned (not fine-tuned) model of ``params``, its BatchNorm statistics re-estimated
+    when the context asks for it."""
+    from slimkit.prune import PruneConfig, prune, recalibrate_batchnorm
 
     rules = ctx.space.prune_rules(params)
     if not rules:
         return ctx.model
     config = PruneConfig(ratio=0.0, layer_ratios=rules, importance="l2", seed=ctx.seed)
-    return prune(ctx.model, config).model
+    pruned = prune(ctx.model, config).model
+    if ctx.bn_batches and ctx.train is not None:
+        pruned = recalibrate_batchnorm(pruned, ctx.train, ctx.bn_batches, seed=ctx.seed)
+    return pruned
 
 
 def evaluate_point(ctx: TrialContext, params: dict[str, Any]) -> dict[str, float]:

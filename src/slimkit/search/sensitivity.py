@@ -82,9 +82,12 @@ def _key(digest: str, ctx: TrialContext, groups: list[tuple[str, int]],
     data = ctx.scorer.data
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, digest, groups, list(ratios), layers, ctx.scorer.name,
-                         ctx.seed]).encode())
+                         ctx.seed, ctx.bn_batches]).encode())
     for name in sorted(data.inputs):
         h.update(data.inputs[name].tobytes())
     if data.labels is not None:
         h.update(data.labels.tobytes())
+    if ctx.bn_batches and ctx.train is not None:  # the batch-norm statistics come from it
+        for name in sorted(ctx.train.inputs):
+            h.update(ctx.train.inputs[name].tobytes())
     return h.hexdigest()[:20]

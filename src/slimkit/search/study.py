@@ -15,7 +15,7 @@ from typing import Any
 
 from slimkit.errors import InputError, MissingDependencyError
 from slimkit.search.config import SamplerKind, SearchConfig
-from slimkit.search.space import SearchSpace
+from slimkit.search.space import INT8, SearchSpace
 
 log = logging.getLogger(__name__)
 CONSTRAINT = "constraint"  # user attr: proxy drop minus the allowed drop (<= 0: feasible)
@@ -78,7 +78,8 @@ def open_study(config: SearchConfig, storage: str, name: str, model_digest: str,
     url = storage_url(storage)
     expected = {"model_digest": model_digest, "space_hash": space.digest(),
                 "objective": config.objective.value, "sampler": config.sampler.value,
-                "seed": config.seed, "max_drop": config.proxy_limit}
+                "seed": config.seed, "max_drop": config.proxy_limit,
+                "bn_batches": config.bn_batches}
     with quiet_optuna():
         try:
             study = optuna.load_study(study_name=name, storage=url)
@@ -87,6 +88,8 @@ def open_study(config: SearchConfig, storage: str, name: str, model_digest: str,
                                         directions=directions(config))
             for key, value in expected.items():
                 study.set_user_attr(key, value)
+            for params in uniform_points(space):
+                study.enqueue_trial(params)
             return study
     found = study.user_attrs
     for key, value in expected.items():
@@ -98,6 +101,32 @@ def open_study(config: SearchConfig, storage: str, name: str, model_digest: str,
     return study
 
 
+def uniform_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The first trials of every study: each group at one ratio of the space (capped by what
+    the group allows), float, so the single-technique points are always judged beside the
+    searched ones.
+
+    Example:
+        >>> from slimkit.search.space import GroupChoice
+        >>> s = SearchSpace((GroupChoice("a", 8, (0.0, 0.5)), GroupChoice("b", 8, (0.0, 0.5,
+        ...     0.75))), (), (), quantize=False)
+        >>> uniform_points(s)
+        [{'ratio:a': 0.5, 'ratio:b': 0.5}, {'ratio:a': 0.5, 'ratio:b': 0.75}]
+    """
+    ratios = sorted({r for group in space.groups for r in group.ratios if r > 0})
+    points: list[dict[str, Any]] = []
+    for ratio in ratios:
+        point: dict[str, Any] = {f"ratio:{g.key}": max(r for r in g.ratios if r <= ratio)
+                                 if min(g.ratios) <= ratio else min(g.ratios)
+                                 for g in space.groups}
+        if space.quantize:
+            point[INT8] = False
+            point.update({f"float:{layer}": False for layer in space.quant_choices})
+        if point not in points:
+            points.append(point)
+    return points
+
+
 def run_trials(config: SearchConfig, storage: str, name: str, space: SearchSpace,
                evaluate: Evaluate, deadline: float | None) -> None:
     """Run proxy trials until ``config.trials`` are finished (or the deadline passes)."""
@@ -107,14 +136,16 @@ def run_trials(config: SearchConfig, storage: str, name: str, space: SearchSpace
     while deadline is None or time.monotonic() < deadline:
         with quiet_optuna():
             trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+            # enqueued (waiting) points are asked first and count once they run
+            started = [t for t in trials if t.state != optuna.trial.TrialState.WAITING]
             study = optuna.load_study(study_name=name, storage=url,
-                                      sampler=make_sampler(config, len(trials)))
+                                      sampler=make_sampler(config, len(started)))
             # trials left RUNNING by an interrupted run are evaluated again; Optuna has no
             # public way to reopen a stored trial by number, hence its _trial_id
             pending = [(t.number, t._trial_id, dict(t.params)) for t in trials
                        if t.state == running]
             if not pending:
-                count = min(config.workers, config.trials - len(trials))
+                count = min(config.workers, config.trials - len(started))
                 if count <= 0:
                     return
                 for _ in range(count):
@@ -126,7 +157,8 @@ def run_trials(config: SearchConfig, storage: str, name: str, space: SearchSpace
                 handle = optuna.trial.Trial(study, trial_id)
                 for key, value in result.items():
                     handle.set_user_attr(key, value)
-                excess = round(result["drop"] - config.proxy_limit, 6)
+                limit = config.proxy_limit
+                excess = 0.0 if limit is None else round(result["drop"] - limit, 6)
                 handle.set_user_attr(CONSTRAINT, excess)
                 if _trial_constraints(optuna):
                     handle.set_constraint("drop", excess)
