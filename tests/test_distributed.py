@@ -109,6 +109,22 @@ def test_masks_and_teacher_hooks_train_data_parallel(clean_exit):
                                   student.module.fc1.weight_mask.numpy())
 
 
+
+def test_batchnorm_model_trains_with_rank_zero_statistics(clean_exit):
+    # BatchNorm normalises each worker's half batch (no SyncBatchNorm on CPU): the weights
+    # differ from one process's slightly; rank 0's running statistics come back
+    model = tiny_model("cnn")
+    rng = np.random.default_rng(0)
+    data = Dataset({"input": rng.standard_normal((32, 3, 8, 8)).astype(np.float32) + 2.0},
+                   rng.integers(0, 4, 32))
+    config = FinetuneConfig(epochs=1, batch_size=8, lr=0.01)
+    one, two = finetune(model, data, config), finetune_ddp(model, data, config, workers=2)
+    mean = two.model.module.bn.running_mean.numpy()
+    assert not np.allclose(mean, model.module.bn.running_mean.numpy())  # updated by training
+    # rank 0's statistics are of its half batches: close to one process's, not equal
+    np.testing.assert_allclose(mean, one.model.module.bn.running_mean.numpy(), atol=0.1)
+    np.testing.assert_allclose(two.losses, one.losses, rtol=0.05)
+
 class FailOnRank:
     """A loss that raises on one rank at a given step (module level: picklable)."""
 
