@@ -160,14 +160,19 @@ def test_uniform_points_open_the_study_and_fine_tuned_finalists_bisect_the_front
     assert all(list(g["ratios"]) == [0.0, 0.25, 0.5] for g in result.sections["space"]["groups"])
     stages = [next(iter(s)) for s in result.recipe.to_dict()["stages"]]
     assert stages[:3] == ["prune", "batchnorm", "finetune"]
-    # the first finalist is the middle of the proxy front (cheapest first); it met the loose
-    # budget, so a second one, if any, is cheaper
+    # first round: one finalist, the middle of the proxy front (cheapest first)
     macs = {t["number"]: t["values"][0] for t in result.sections["trials"]}
     front = sorted(result.sections["proxy_front"], key=lambda n: (macs[n], n))
     rows = result.sections["finalists"]
     assert rows[0]["trial"] == front[(len(front) - 1) // 2] and rows[0]["met_budget"]
-    assert len(rows) == (2 if (len(front) - 1) // 2 > 0 else 1)
-    assert all(macs[r["trial"]] < macs[rows[0]["trial"]] for r in rows[1:])
+    assert rows[0]["stage"] == "first"
+    # it met the budget, so its proxy drop bounds a second round of 2 trials, whose points
+    # cheaper than it (if any) get the other finalist
+    second = result.sections["second_round"]
+    assert second["limit"] == pytest.approx(rows[0]["proxy"]["drop"], abs=1e-6)
+    assert len(second["trials"]) == 2
+    assert [r["stage"] for r in rows[1:]] == (["second"] if second["cheaper"] else [])
+    assert all(r["proxy"]["macs"] < rows[0]["proxy"]["macs"] for r in rows[1:])
 
 
 @given(size=st.integers(1, 40), boundary=st.integers(0, 40))

@@ -10,7 +10,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,14 @@ from slimkit.recipe import Recipe
 from slimkit.recipe.metric import Scorer
 from slimkit.recipe.run import MODEL_FILE, RECIPE_FILE, _prepare_folder
 from slimkit.search.config import SearchConfig
+from slimkit.search.finalists import Finalists
 from slimkit.search.proxy import TrialContext, layer_costs
 from slimkit.search.space import (
     GroupChoice,
     SearchSpace,
     channel_groups,
+    has_batchnorm,
+    int8_mode,
     model_digest,
     quantizable_modules,
 )
@@ -75,10 +78,12 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
         >>> r.met_budget, r.model.onnx_path.name
         (True, 'model.onnx')
     """
-    from slimkit.search.finalists import choose, pareto, run_finalists
+    from slimkit.search.finalists import candidates, choose, pareto
     from slimkit.search.study import finished, open_study
 
     config = config or SearchConfig()
+    if config.bn_batches and not has_batchnorm(model):
+        config = replace(config, bn_batches=0)  # nothing to recalibrate: no recipe stage
     start = time.monotonic()
     deadline = start + config.budget_s if config.budget_s else None
     folder = _prepare_folder(output)
@@ -96,8 +101,18 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     trials = finished(study)
     sections["trials"] = [_trial_row(t) for t in trials]
     sections["proxy_front"] = [t.number for t in pareto(trials, lambda t: tuple(t.values))]
-    rows, original = run_finalists(model, space, trials, config, folder / "candidates", data,
-                                   train, metric, deadline)
+    final = Finalists(model, space, config, folder / "candidates", data, train, metric,
+                      deadline)
+    order, feasible = candidates(trials)
+    if feasible:  # cheapest first: bisection finds the cheapest that holds
+        final.bisect(order, config.first_round_finalists, "first")
+    else:  # nothing feasible by the proxy: the smallest drops first
+        final.in_order(order, config.first_round_finalists, "first")
+    round_deadline = start + 0.75 * config.budget_s if config.budget_s else None
+    sections["second_round"] = _second_round(ctx, final, (storage, name, digest), trials,
+                                             round_deadline)
+    original = final.measure()
+    rows = final.rows
     best, met = choose(rows, config.objective)
     front = pareto(rows, lambda r: (r["p50_ms"], r["bytes"], r["drop"]))
     sections["original"] = {"p50_ms": original["p50_ms"], "metric": ctx.scorer.baseline}
@@ -158,21 +173,70 @@ def _prepare(model: Model, data: Dataset, train: Dataset, metric: UserMetric | N
                                 allowed_ratios(sens["prune"][key], config.ratios, limit))
                     for key, channels in groups)
     space = SearchSpace(choices, most_sensitive(sens["int8"], config.quant_layer_choices),
-                        tuple(layers), config.quantize)
+                        tuple(layers), config.quantize, int8_mode(model))
     ctx.space = space
     return ctx, space, sens
 
 
+def _second_round(ctx: TrialContext, final: Finalists, study_id: tuple[str, str, str],
+                  trials: list[Any], deadline: float | None) -> dict[str, Any]:
+    """Proxy trials again under the drop limit the first finalists calibrated, one
+    objective; their points cheaper than the best finalist are fine-tuned in bisection
+    order. See ``search/refine.py``."""
+    from slimkit.search.refine import (
+        calibrated_limit,
+        cheaper_feasible,
+        known_results,
+        round_config,
+        warm_points,
+    )
+    from slimkit.search.study import finished, objective_values, open_study
+
+    config, space = final.config, final.space
+    rest = config.finalists - config.first_round_finalists
+    limit = calibrated_limit(final.rows)
+    if config.second_round_trials == 0 or rest == 0 or limit is None:
+        why = "no first-round finalist met the budget" if limit is None else "not asked for"
+        return {"skipped": why}
+    storage, name, digest = study_id
+    second = round_config(config, limit)
+    name = f"{name}-round2-{second.proxy_max_drop}"
+    warm = [dict(t.params) for t in warm_points(trials, limit)]
+    study = open_study(second, storage, name, digest, space, seeds=warm, single=True)
+    _run(ctx, second, storage, name, space, deadline, single=True, known=known_results(trials))
+    done = finished(study)
+    best = min(objective_values(config, r["proxy"], single=True)[0]
+               for r in final.rows if r["met_budget"])
+    cheaper = cheaper_feasible(done, best)
+    final.bisect(cheaper, rest, "second", offset=len(trials))
+    return {"limit": second.proxy_max_drop, "offset": len(trials),
+            "trials": [_trial_row(t) for t in done],
+            "cheaper": [len(trials) + t.number for t in cheaper]}
+
+
 def _run(ctx: TrialContext, config: SearchConfig, storage: str, name: str, space: SearchSpace,
-         deadline: float | None) -> None:
+         deadline: float | None, single: bool = False,
+         known: dict[str, dict[str, float]] | None = None) -> None:
     from slimkit.search.executors import EXECUTORS
     from slimkit.search.study import run_trials
 
     executor = EXECUTORS.get(config.executor.value)(ctx, config.workers, config.ray_address)
     try:
-        run_trials(config, storage, name, space, executor.map, deadline)
+        run_trials(config, storage, name, space, _reusing(executor.map, known or {}),
+                   deadline, single)
     finally:
         executor.close()
+
+
+def _reusing(evaluate: Any, known: dict[str, dict[str, float]]) -> Any:
+    """``evaluate`` that answers points already evaluated from ``known``."""
+    def run(points: list[dict[str, Any]]) -> list[dict[str, float]]:
+        keys = [json.dumps(p, sort_keys=True) for p in points]
+        todo = [p for p, k in zip(points, keys, strict=True) if k not in known]
+        fresh = iter(evaluate(todo) if todo else [])
+        return [known[k] if k in known else next(fresh) for k in keys]
+
+    return run
 
 
 def _trial_row(trial: Any) -> dict[str, Any]:

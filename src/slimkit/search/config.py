@@ -50,6 +50,10 @@ class SearchConfig:
             finalists are not fine-tuned (the proxy is then the model itself), else no
             constraint: a proxy cannot tell what fine-tuning will recover, so the finalists
             are fine-tuned along the proxy front in bisection order instead.
+        refine_trials: trials of the second proxy round, whose drop limit is calibrated by
+            the first finalists' fine-tuning (see ``search/refine.py``); None: half of
+            ``trials`` when the proxy is unconstrained (fine-tuned finalists), else 0. The
+            finalists are then shared between the two rounds.
         bn_batches: proxy trials re-estimate BatchNorm statistics on this many training
             batches before scoring (adaptive BN, as EagleEye; the recipes get the same
             ``batchnorm`` stage); 0: off.
@@ -78,6 +82,7 @@ class SearchConfig:
     finetune_lr: float = 1e-3
     proxy_max_drop: float | None = None
     bn_batches: int = 4
+    refine_trials: int | None = None
     executor: ExecutorKind = ExecutorKind.INPROCESS
     workers: int = 1
     ray_address: str | None = None
@@ -100,10 +105,11 @@ class SearchConfig:
             raise InputError("trials, finalists, workers and (trial) threads must be >= 1")
         if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
             raise InputError(f"ratios must be in [0, 1), got {list(self.ratios)}")
-        if min(self.quant_layer_choices, self.finetune_epochs, self.bn_batches) < 0 \
+        if min(self.quant_layer_choices, self.finetune_epochs, self.bn_batches,
+               self.refine_trials or 0) < 0 \
                 or self.eval_examples < 1:
-            raise InputError("quant_layer_choices, finetune_epochs and bn_batches must be "
-                             ">= 0, eval_examples >= 1")
+            raise InputError("quant_layer_choices, finetune_epochs, bn_batches and "
+                             "refine_trials must be >= 0, eval_examples >= 1")
         if not self.int8_speed > 0:
             raise InputError("int8_speed must be > 0")
 
@@ -113,6 +119,19 @@ class SearchConfig:
         if self.proxy_max_drop is not None:
             return self.proxy_max_drop
         return self.max_drop if self.finetune_epochs == 0 else None
+
+    @property
+    def second_round_trials(self) -> int:
+        if self.refine_trials is not None:
+            return self.refine_trials
+        return self.trials // 2 if self.proxy_limit is None else 0
+
+    @property
+    def first_round_finalists(self) -> int:
+        """Finalists of the first round; the rest go to the second (if there is one)."""
+        if self.second_round_trials == 0:
+            return self.finalists
+        return self.finalists - self.finalists // 2
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

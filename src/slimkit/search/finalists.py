@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ def point_recipe(space: SearchSpace, params: dict[str, Any], config: SearchConfi
                 epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed)))
     if params.get("int8"):
         exclude = tuple(f"name:{layer}" for layer in space.float_layers(params))
-        stages.append(Stage("quantize", QuantizeConfig(mode=QuantMode.STATIC, per_channel=True,
-                                                       exclude=exclude)))
+        stages.append(Stage("quantize", QuantizeConfig(mode=QuantMode(space.int8_mode),
+                                                       per_channel=True, exclude=exclude)))
     else:
         stages.append(Stage("export", _export_config()))
     return Recipe(tuple(stages), name=name, max_drop=config.max_drop,
@@ -103,43 +104,60 @@ def pareto(items: list[Any], key: Any) -> list[Any]:
     return [item for item, p in zip(items, points, strict=True) if not dominated(p)]
 
 
-def run_finalists(model: Model, space: SearchSpace, trials: list[Any], config: SearchConfig,
-                  folder: Path, data: Dataset, train: Dataset | None,
-                  metric: UserMetric | None,
-                  deadline: float | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Compress each picked trial for real, then measure them all beside the original
-    (ONNX Runtime, batch 1, interleaved); returns the rows and the original's timing."""
-    rows: list[dict[str, Any]] = []
-    folder.mkdir(exist_ok=True)
-    order, feasible = candidates(trials)
+@dataclass
+class Finalists:
+    """Compresses proxy points for real (the recipe of each), verifies them and keeps a row
+    per point; ``measure`` times them all beside the original at the end."""
 
-    def finalist(i: int) -> bool | None:
-        if deadline is not None and time.monotonic() > deadline and rows:
+    model: Model
+    space: SearchSpace
+    config: SearchConfig
+    folder: Path
+    data: Dataset
+    train: Dataset | None = None
+    metric: UserMetric | None = None
+    deadline: float | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, trial: Any, number: int, stage: str) -> bool | None:
+        """Compress one point (``number`` names it in the report); whether it met the
+        budget, or None when the deadline has passed (and some point was already done)."""
+        if self.deadline is not None and time.monotonic() > self.deadline and self.rows:
             return None
-        trial = order[i]
-        recipe = point_recipe(space, trial.params, config, f"search-trial-{trial.number}")
-        result = compress(model, recipe, folder / f"trial-{trial.number}", data, train,
-                          metric=metric, measure=False, threads=config.threads)
+        self.folder.mkdir(exist_ok=True)
+        recipe = point_recipe(self.space, trial.params, self.config, f"search-trial-{number}")
+        result = compress(self.model, recipe, self.folder / f"trial-{number}", self.data,
+                          self.train, metric=self.metric, measure=False,
+                          threads=self.config.threads)
         check = result.sections["verification"]
-        rows.append({"trial": trial.number, "params": dict(trial.params),
-                     "proxy": {k: trial.user_attrs.get(k) for k in ("macs", "bytes", "drop")},
-                     "metric": check["compressed"], "drop": check["drop"],
-                     "bytes": result.sections["size"]["onnx_bytes"],
-                     "met_budget": bool(check["drop"] <= config.max_drop + 1e-12),
-                     "path": str(result.model.onnx_path), "recipe": recipe.to_dict(),
-                     "model": result.model})
-        return bool(rows[-1]["met_budget"])
+        self.rows.append({
+            "trial": number, "stage": stage, "params": dict(trial.params),
+            "proxy": {k: trial.user_attrs.get(k) for k in ("macs", "bytes", "drop")},
+            "metric": check["compressed"], "drop": check["drop"],
+            "bytes": result.sections["size"]["onnx_bytes"],
+            "met_budget": bool(check["drop"] <= self.config.max_drop + 1e-12),
+            "path": str(result.model.onnx_path), "recipe": recipe.to_dict(),
+            "model": result.model})
+        return bool(self.rows[-1]["met_budget"])
 
-    if feasible:
-        bisect_front(config.finalists, finalist, len(order))
-    else:  # nothing feasible by the proxy: the smallest drops, in order
-        for i in range(min(config.finalists, len(order))):
-            if finalist(i) is None:
-                break
-    latency = measure_side_by_side([model, *(row["model"] for row in rows)], config.threads)
-    for row, lat in zip(rows, latency[1:], strict=True):
-        row["p50_ms"], row["speedup"] = lat["p50_ms"], lat["speedup"]
-    return rows, latency[0]
+    def bisect(self, trials: list[Any], count: int, stage: str, offset: int = 0) -> None:
+        """Up to ``count`` of ``trials`` (cheapest first) in bisection order."""
+        bisect_front(count, lambda i: self.run(trials[i], offset + trials[i].number, stage),
+                     len(trials))
+
+    def in_order(self, trials: list[Any], count: int, stage: str) -> None:
+        for trial in trials[:count]:
+            if self.run(trial, trial.number, stage) is None:
+                return
+
+    def measure(self) -> dict[str, Any]:
+        """Time every row beside the original (ONNX Runtime, batch 1, interleaved); the
+        original's timing."""
+        latency = measure_side_by_side([self.model, *(row["model"] for row in self.rows)],
+                                       self.config.threads)
+        for row, lat in zip(self.rows, latency[1:], strict=True):
+            row["p50_ms"], row["speedup"] = lat["p50_ms"], lat["speedup"]
+        return latency[0]
 
 
 def choose(rows: list[dict[str, Any]], objective: Objective) -> tuple[dict[str, Any], bool]:

@@ -35,6 +35,7 @@ class SearchSpace:
     quant_choices: tuple[str, ...]  # layers with their own int8/float choice
     quant_layers: tuple[str, ...]  # every quantizable layer (torch module paths)
     quantize: bool = True
+    int8_mode: str = "static"  # static for convolutional models, dynamic for the rest
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Ask ``trial`` (an Optuna trial) for one point; the same names every time."""
@@ -73,7 +74,7 @@ class SearchSpace:
         groups = tuple(GroupChoice(g["key"], int(g["channels"]), tuple(g["ratios"]))
                        for g in data["groups"])
         return cls(groups, tuple(data["quant_choices"]), tuple(data["quant_layers"]),
-                   bool(data["quantize"]))
+                   bool(data["quantize"]), str(data.get("int8_mode", "static")))
 
 
 def model_digest(model: Model) -> str:
@@ -113,6 +114,24 @@ def channel_groups(model: Model) -> list[tuple[str, int]]:
         if unique:
             out.append((unique[0], group.channels))
     return out
+
+
+def int8_mode(model: Model) -> str:
+    """``static`` (calibrated activations, QLinearConv) when the model has convolutions,
+    else ``dynamic`` (int8 weights, activations quantized at run time), as ONNX Runtime
+    recommends for transformers and other GEMM models."""
+    import torch
+
+    module = model.require_module("search")
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d)
+    return "static" if any(isinstance(m, convs) for m in module.modules()) else "dynamic"
+
+
+def has_batchnorm(model: Model) -> bool:
+    import torch
+
+    module = model.require_module("search")
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def quantizable_modules(model: Model) -> list[str]:

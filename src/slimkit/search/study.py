@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slimkit.errors import InputError, MissingDependencyError
 from slimkit.search.config import SamplerKind, SearchConfig
 from slimkit.search.space import INT8, SearchSpace
@@ -66,29 +68,39 @@ def directions(config: SearchConfig) -> list[str]:
     return ["minimize"] * (costs + 1)
 
 
-def objective_values(config: SearchConfig, result: dict[str, float]) -> list[float]:
+def objective_values(config: SearchConfig, result: dict[str, float],
+                     single: bool = False) -> list[float]:
+    """Cost(s) then drop; ``single``: one cost only (MACs x bytes for ``both``), the drop
+    being left to the constraint."""
     costs = {"latency": ["macs"], "size": ["bytes"], "both": ["macs", "bytes"]}
-    return [result[k] for k in costs[config.objective.value]] + [result["drop"]]
+    values = [result[k] for k in costs[config.objective.value]]
+    if single:
+        return [round(float(np.prod(values)), 9)]
+    return values + [result["drop"]]
 
 
 def open_study(config: SearchConfig, storage: str, name: str, model_digest: str,
-               space: SearchSpace) -> Any:
-    """Create the study, or load it after checking it was made for this model and space."""
+               space: SearchSpace, seeds: list[dict[str, Any]] | None = None,
+               single: bool = False) -> Any:
+    """Create the study, or load it after checking it was made for this model and space.
+
+    A new study first evaluates ``seeds`` (default: the uniform points); ``single``: one
+    objective (the cost) under the drop constraint."""
     optuna = optuna_module()
     url = storage_url(storage)
     expected = {"model_digest": model_digest, "space_hash": space.digest(),
                 "objective": config.objective.value, "sampler": config.sampler.value,
                 "seed": config.seed, "max_drop": config.proxy_limit,
-                "bn_batches": config.bn_batches}
+                "bn_batches": config.bn_batches, "single": single}
     with quiet_optuna():
         try:
             study = optuna.load_study(study_name=name, storage=url)
         except KeyError:
-            study = optuna.create_study(study_name=name, storage=url,
-                                        directions=directions(config))
+            study = optuna.create_study(study_name=name, storage=url, directions=(
+                ["minimize"] if single else directions(config)))
             for key, value in expected.items():
                 study.set_user_attr(key, value)
-            for params in uniform_points(space):
+            for params in uniform_points(space) if seeds is None else seeds:
                 study.enqueue_trial(params)
             return study
     found = study.user_attrs
@@ -128,7 +140,7 @@ def uniform_points(space: SearchSpace) -> list[dict[str, Any]]:
 
 
 def run_trials(config: SearchConfig, storage: str, name: str, space: SearchSpace,
-               evaluate: Evaluate, deadline: float | None) -> None:
+               evaluate: Evaluate, deadline: float | None, single: bool = False) -> None:
     """Run proxy trials until ``config.trials`` are finished (or the deadline passes)."""
     optuna = optuna_module()
     url = storage_url(storage)
@@ -162,7 +174,7 @@ def run_trials(config: SearchConfig, storage: str, name: str, space: SearchSpace
                 handle.set_user_attr(CONSTRAINT, excess)
                 if _trial_constraints(optuna):
                     handle.set_constraint("drop", excess)
-                study.tell(number, objective_values(config, result))
+                study.tell(number, objective_values(config, result, single))
     log.warning("search budget reached during the proxy trials")
 
 
