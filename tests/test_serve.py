@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -326,17 +327,39 @@ def text_request(length: int, seed: int, examples: int = 1) -> dict[str, np.ndar
             "token_type_ids": np.zeros_like(ids)}
 
 
+class Gated:
+    """A session whose batcher thread starts taking requests only once ``gate`` is set."""
+
+    def __init__(self, inner, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+        self.runtime, self.options = inner.runtime, inner.options
+
+    def run(self, inputs):
+        return self.inner.run(inputs)
+
+    @contextlib.contextmanager
+    def pinned(self):
+        self.gate.wait(30)
+        with self.inner.pinned():
+            yield
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def run_batched(model: Model, requests: list[dict[str, np.ndarray]], max_padding: float,
                 max_batch: int = 16
                 ) -> tuple[list[list[np.ndarray]], Metrics, list[list[np.ndarray]]]:
-    """Outputs of ``requests`` queued at once on a batcher, the metrics, and unbatched outputs."""
+    """Outputs of ``requests`` all queued before the batcher takes any, the metrics, and the
+    outputs of each request run alone."""
     session = create_session(model, "torch")
-    metrics = Metrics()
-    batcher = Batcher(session, max_batch, 500.0, 64, metrics,
+    metrics, gate = Metrics(), threading.Event()
+    batcher = Batcher(Gated(session, gate), max_batch, 500.0, 64, metrics,
                       plan_padding(model, session, max_padding))
     batcher.start()
     try:
         futures = [batcher.submit(r) for r in requests]
+        gate.set()
         outs = [f.result(timeout=30) for f in futures]
     finally:
         batcher.stop()
@@ -378,6 +401,20 @@ def test_a_batch_takes_the_lengths_closest_to_the_oldest_request(one_torch_threa
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # [8, 9] then [4]: 1 padded position of 22 (in arrival order, [8, 4] then [9]: 4 of 25)
     assert metrics.snapshot()["padding_fraction"] == pytest.approx(1 / 22, abs=1e-4)
+
+
+def test_a_batch_does_not_wait_while_requests_of_another_shape_wait(one_torch_thread, tiny_bert):
+    session = create_session(bert_model(tiny_bert), "torch")
+    gate = threading.Event()
+    batcher = Batcher(Gated(session, gate), 16, 60_000.0, 64, Metrics())  # exact lengths only
+    batcher.start()
+    try:
+        first, second = (batcher.submit(text_request(n, n)) for n in (4, 5))
+        gate.set()
+        assert first.result(timeout=10)[0].shape == (1, 32)  # ran without the 60 s wait
+    finally:
+        batcher.stop()  # ends the wait of the last batch, which nothing else could join
+    assert second.result(timeout=10)[0].shape == (1, 32)
 
 
 def test_without_padding_only_equal_lengths_batch(one_torch_thread, tiny_bert):
