@@ -223,6 +223,8 @@ def test_bounded_load(server):
 def test_bad_config():
     with pytest.raises(InputError, match="max_batch must be"):
         ServeConfig(max_batch=0)
+    with pytest.raises(InputError, match=r"max_padding must be in \[0, 1\)"):
+        ServeConfig(max_padding=1.0)
 
 
 def test_sigterm_stops_gracefully_in_process():
@@ -439,7 +441,7 @@ def test_a_model_that_ignores_its_mask_is_not_padded(one_torch_thread, caplog):
 @pytest.fixture
 def bert_server(one_torch_thread, tiny_bert):
     config = ServeConfig(port=0, runtime="torch", max_batch=16, max_wait_ms=50,
-                         max_body_bytes=4096)
+                         max_body_bytes=4096, max_padding=0.25)
     with InferenceServer(bert_model(tiny_bert), config) as srv:
         yield srv
 

@@ -22,10 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="examples per forward pass at most (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests (0: no batching)")
-    p.add_argument("--max-padding", type=float, default=0.25,
+    p.add_argument("--max-padding", type=float, default=0.0,
                    help="for models with an attention_mask: requests of different lengths "
                         "share a batch padded to the longest while padding stays under this "
-                        "share of its positions (0: only equal lengths; default 0.25)")
+                        "share of its positions (default 0: only equal lengths batch)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests waiting at most; beyond, 503 (default 256)")
     p.add_argument("--max-body-mb", type=float, default=16.0,

@@ -16,9 +16,12 @@ class ServeConfig:
     ``max_wait_ms`` after the first queued request for more to join (``max_batch=1`` or
     ``max_wait_ms=0`` turns dynamic batching off). ``max_queue`` bounds the requests waiting:
     beyond it the server answers 503 at once. A body over ``max_body_bytes`` gets 413 unread.
-    For a model with an ``attention_mask``, requests of different sequence lengths share a
-    batch padded to the longest, while padding stays within ``max_padding`` of the batch's
-    positions (0: only identical lengths batch together).
+    Requests batch when their per-example shapes are equal. For a model with an
+    ``attention_mask``, ``max_padding > 0`` lets requests of different sequence lengths share
+    a batch padded to the longest, while padding stays within that share of its positions.
+    Off by default: on the 2-core CPU of ``benchmarks/bench_serve.py`` (MiniLM, short queries)
+    padded positions cost more than the larger batches save; it pays where a forward pass has
+    a large fixed cost (many cores, GPUs).
 
     Example:
         >>> ServeConfig(max_batch=16, max_wait_ms=2).batching
@@ -32,7 +35,7 @@ class ServeConfig:
     max_queue: int = 256
     max_body_bytes: int = 16 * 2**20
     request_timeout_s: float = 30.0
-    max_padding: float = 0.25
+    max_padding: float = 0.0
     runtime: str = "onnxruntime"
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
 
