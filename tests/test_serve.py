@@ -419,6 +419,37 @@ def test_a_batch_does_not_wait_while_requests_of_another_shape_wait(one_torch_th
     assert second.result(timeout=10)[0].shape == (1, 32)
 
 
+def test_requests_held_back_count_against_the_queue_bound(one_torch_thread, tiny_bert):
+    from slimkit.serve.batcher import QueueFull
+
+    class Stalled(Gated):
+        """Forward passes wait for ``stall`` (taking requests waits for ``gate``)."""
+
+        stall = threading.Event()
+
+        def run(self, inputs):
+            self.stall.wait(30)
+            return self.inner.run(inputs)
+
+    gate = threading.Event()
+    batcher = Batcher(Stalled(create_session(bert_model(tiny_bert), "torch"), gate), 16, 0.0,
+                      3, Metrics())  # exact lengths only
+    try:
+        batcher.start()
+        futures = [batcher.submit(text_request(n, i)) for i, n in enumerate((4, 5, 4))]
+        gate.set()
+        deadline = time.monotonic() + 10
+        while batcher.depth != 1 and time.monotonic() < deadline:  # [4, 4] runs, 5 is held
+            time.sleep(0.01)
+        futures += [batcher.submit(text_request(6, i)) for i in (7, 8)]  # 2 queued + 1 held
+        with pytest.raises(QueueFull):
+            batcher.submit(text_request(6, 9))
+    finally:
+        Stalled.stall.set()
+        batcher.stop()
+    assert [f.result(timeout=10)[0].shape for f in futures] == [(1, 32)] * 5
+
+
 def test_without_padding_only_equal_lengths_batch(one_torch_thread, tiny_bert):
     model = bert_model(tiny_bert)
     assert plan_padding(model, create_session(model, "torch"), 0.0) is None

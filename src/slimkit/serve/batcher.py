@@ -105,6 +105,8 @@ class Batcher:
         request = Request(inputs, p.key(inputs), p.length(inputs)) if p is not None else \
             Request(inputs, tuple((k, v.shape[1:]) for k, v in sorted(inputs.items())))
         try:
+            if self.depth >= self._queue.maxsize:  # held-back requests count too
+                raise queue.Full
             self._queue.put_nowait(request)
         except queue.Full:
             raise QueueFull(f"the request queue is full ({self._queue.maxsize} waiting); "
