@@ -7,9 +7,9 @@ kept-alive connection per client thread) for a fixed count; rounds alternate the
 servers (rotating who goes first). Reported per case: requests/s (median over rounds),
 client-side p50/p90/p99 latency over all rounds, the server's batch-size histogram, and the
 CPU time of the batcher thread (the model's forward passes) per request: on a machine shared
-with other work, wall-clock throughput swings from run to run, while CPU time per request
-barely moves, and its ratio none/batched is the throughput gain wherever the model's thread is
-the bottleneck.
+with other work, wall-clock throughput swings from run to run; CPU time per request swings
+less (heavy contention still inflates it through shared caches), and its ratio none/batched
+is the throughput gain wherever the model's thread is the bottleneck.
 
 ``builtin:minilm`` (all-MiniLM-L6-v2 sentence embeddings) gets short search queries: real
 texts tokenized by its tokenizer (5 to 13 tokens, so lengths differ between requests), each
