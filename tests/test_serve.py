@@ -123,6 +123,24 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, message
     np.testing.assert_allclose(predict(server, x), expected(x), atol=1e-6)
 
 
+def test_npz_reply_when_the_client_accepts_it(server):
+    x = RNG.standard_normal((2, 8)).astype(np.float32)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/predict", npz_body({"input": x}),
+                     {"Content-Type": "application/x-npz", "Accept": "application/x-npz"})
+        response = conn.getresponse()
+        kind, body = response.getheader("Content-Type"), response.read()
+    finally:
+        conn.close()
+    assert response.status == 200 and kind == "application/x-npz"
+    with np.load(io.BytesIO(body), allow_pickle=False) as out:
+        assert out.files == ["output"]
+        np.testing.assert_allclose(out["output"], expected(x), atol=1e-6)
+    status, data = post(server, b"{}", "application/json")  # errors stay JSON
+    assert status == 400 and "error" in data
+
+
 def test_pickled_npy_is_refused(server):
     buf = io.BytesIO()
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)

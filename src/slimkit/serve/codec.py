@@ -4,7 +4,9 @@ A JSON body is ``{"inputs": {"NAME": nested lists, ...}}`` or, for a one-input m
 ``{"inputs": nested lists}``; every array has the batch axis first. A body with content type
 ``application/x-npy`` is one ``.npy`` array for a one-input model; ``application/x-npz`` is an
 ``.npz`` archive (``numpy.savez``) of arrays named like the inputs. Both are read without
-pickle, and a compressed archive may not unpack to more than the body limit. Inputs that share
+pickle, and a compressed archive may not unpack to more than the body limit. A request with
+``Accept: application/x-npz`` gets its outputs as an ``.npz`` archive instead of JSON. Inputs
+that share
 a named axis (``input_ids`` and ``attention_mask`` share ``sequence``) must agree on its size.
 Anything that does not fit the model raises :class:`BadRequest`, which the server answers with
 HTTP 400 and the message.
@@ -141,7 +143,25 @@ def check(spec: TensorSpec, value: Any) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=want)
 
 
-def encode(names: tuple[str, ...], outputs: list[np.ndarray]) -> bytes:
-    """The JSON response body ``{"outputs": {NAME: nested lists}}``."""
-    return json.dumps({"outputs": {n: o.tolist() for n, o in zip(names, outputs,
-                                                                  strict=False)}}).encode()
+def response_type(accept: str) -> str:
+    """The content type of a prediction reply: ``.npz`` if the client accepts it, else JSON."""
+    kinds = {part.split(";")[0].strip() for part in accept.split(",")}
+    return NPZ_TYPES[0] if kinds & set(NPZ_TYPES) else "application/json"
+
+
+def encode(names: tuple[str, ...], outputs: list[np.ndarray],
+           content_type: str = "application/json") -> bytes:
+    """The response body: JSON ``{"outputs": {NAME: nested lists}}``, or an ``.npz`` archive
+    of the outputs by name.
+
+    Example:
+        >>> body = encode(("y",), [np.ones((1, 2), np.float32)], "application/x-npz")
+        >>> np.load(io.BytesIO(body), allow_pickle=False)["y"].tolist()
+        [[1.0, 1.0]]
+    """
+    named: dict[str, Any] = dict(zip(names, outputs, strict=False))
+    if content_type in NPZ_TYPES:
+        buf = io.BytesIO()
+        np.savez(buf, **named)
+        return buf.getvalue()
+    return json.dumps({"outputs": {n: o.tolist() for n, o in named.items()}}).encode()

@@ -29,7 +29,7 @@ from slimkit.errors import DataError
 from slimkit.model import Model
 from slimkit.runtime import create_session
 from slimkit.serve.batcher import Batcher, QueueFull, Stopping
-from slimkit.serve.codec import BadRequest, decode, encode
+from slimkit.serve.codec import BadRequest, decode, encode, response_type
 from slimkit.serve.config import ServeConfig
 from slimkit.serve.metrics import Metrics
 from slimkit.serve.padding import plan_padding
@@ -142,8 +142,10 @@ class InferenceServer:
             self._in_flight -= 1
             self._idle.notify_all()
 
-    def predict(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any] | bytes]:
-        """(status, response) for a prediction request body."""
+    def predict(self, body: bytes, content_type: str,
+                accept: str = "") -> tuple[int, dict[str, Any] | bytes]:
+        """(status, response) for a prediction request body; the response of a success is
+        encoded as :func:`~slimkit.serve.codec.response_type` of ``accept`` says."""
         try:
             inputs = decode(body, content_type, self.model.inputs, self.config.max_body_bytes)
             future = self.batcher.submit(inputs)
@@ -161,7 +163,7 @@ class InferenceServer:
         except Exception as exc:
             logger.exception("model failure")
             return 500, {"error": f"the model failed: {type(exc).__name__}: {exc}"}
-        return 200, encode(self.model.output_names, outputs)
+        return 200, encode(self.model.output_names, outputs, response_type(accept))
 
     def health(self) -> tuple[int, dict[str, Any]]:
         draining = self.stopping.is_set()
@@ -219,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = self._predict(app)
             if status:
                 self._reply(status, payload, time.perf_counter() - start if status == 200
-                            else None)
+                            else None, kind=response_type(self.headers.get("Accept", "")))
         finally:
             app.leave()
 
@@ -245,7 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
             app.metrics.disconnect()
             self.close_connection = True
             return 0, b""
-        return app.predict(body, self.headers.get("Content-Type", "application/json"))
+        return app.predict(body, self.headers.get("Content-Type", "application/json"),
+                           self.headers.get("Accept", ""))
 
     def _discard(self, n: int) -> None:
         try:
@@ -255,12 +258,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _reply(self, status: int, payload: dict[str, Any] | bytes,
-               seconds: float | None = None, record: bool = True) -> None:
-        """Send ``payload``; prediction replies (``record``) go into the metrics."""
+               seconds: float | None = None, record: bool = True,
+               kind: str = "application/json") -> None:
+        """Send ``payload`` (bytes encoded as ``kind``; a dict as JSON); prediction replies
+        (``record``) go into the metrics."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        kind = kind if isinstance(payload, bytes) else "application/json"
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             if status == 503:
                 self.send_header("Retry-After", "1")
