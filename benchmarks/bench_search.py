@@ -128,7 +128,7 @@ def resnet_part(args: argparse.Namespace, tmp: Path, started: float) -> dict[str
     variants["searched"] = dataclasses.replace(result.model, name="searched")
     info["searched"] = {"met_budget": result.met_budget, **result.sections["best"]}
     out["search"] = {k: result.sections[k] for k in ("noise", "sensitivity", "front", "seconds",
-                                                      "warnings", "finalists")}
+                                                      "warnings", "finalists", "second_round")}
     out["search"]["trials"] = len(result.sections["trials"])
     out["search"]["recipe"] = result.recipe.to_dict()
     log(started, f"searched: drop {info['searched']['drop']} in {result.sections['seconds']}s")

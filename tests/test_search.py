@@ -128,7 +128,8 @@ def test_cli_auto_exit_codes(tmp_path, one_torch_thread):
     args = ["--quiet", "compress", "slimkit.testing.cnns:tiny_resnet_basic",
             "--input-shape", "1x3x16x16",
             "--auto", "--trials", "2", "--finalists", "1", "--finetune-epochs", "0",
-            "--no-int8", "--objective", "size"]
+            "--finetune-workers", "1", "--refine-steps", "0", "--no-int8", "--objective",
+            "size"]
     assert main([*args, "--max-drop", "1", "-o", str(tmp_path / "ok")]) == 0
     assert main([*args, "--max-drop", "0", "--ratios", "0.5",
                  "-o", str(tmp_path / "miss")]) == 5
@@ -166,13 +167,21 @@ def test_uniform_points_open_the_study_and_fine_tuned_finalists_bisect_the_front
     rows = result.sections["finalists"]
     assert rows[0]["trial"] == front[(len(front) - 1) // 2] and rows[0]["met_budget"]
     assert rows[0]["stage"] == "first"
-    # it met the budget, so its proxy drop bounds a second round of 2 trials, whose points
-    # cheaper than it (if any) get the other finalist
+    # it met the budget, so its proxy drop bounds the second round: a walk down from it
     second = result.sections["second_round"]
     assert second["limit"] == pytest.approx(rows[0]["proxy"]["drop"], abs=1e-6)
-    assert len(second["trials"]) == 2
-    assert [r["stage"] for r in rows[1:]] == (["second"] if second["cheaper"] else [])
-    assert all(r["proxy"]["macs"] < rows[0]["proxy"]["macs"] for r in rows[1:])
+    assert second["start"] == rows[0]["trial"]
+    start = rows[0]["params"]
+    can_move = any(v < 0.5 for k, v in start.items() if k.startswith("ratio:"))
+    assert bool(second["trials"]) == can_move  # one step's neighbours were evaluated
+    walked = {second["offset"] + t["number"]: t for t in second["trials"]}
+    costs = [walked[n]["values"][0] for n in second["path"]]
+    assert costs == sorted(costs, reverse=True) and all(c < macs[rows[0]["trial"]]
+                                                        for c in costs)
+    assert all(walked[n]["drop"] <= second["limit"] for n in second["path"])
+    # the other finalist (if the walk found a cheaper point) comes from the walk
+    assert [r["stage"] for r in rows[1:]] == (["second"] if second["path"] else [])
+    assert all(r["trial"] in second["path"] for r in rows[1:])
 
 
 @given(size=st.integers(1, 40), boundary=st.integers(0, 40))

@@ -39,7 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--trials", type=int, default=40, help="proxy trials")
     s.add_argument("--finalists", type=int, default=4,
                    help="candidates fine-tuned, exported and measured")
-    s.add_argument("--finetune-epochs", type=int, default=3)
+    s.add_argument("--finetune-epochs", type=int, default=3,
+                   help="fine-tuning of each finalist (0: none; the proxy limit is then the "
+                        "budget itself)")
+    s.add_argument("--finetune-workers", type=int, default=1,
+                   help="data-parallel (DDP) fine-tuning processes per finalist")
+    s.add_argument("--refine-steps", type=int, default=None,
+                   help="steps of the second round's walk to cheaper points, under the drop "
+                        "limit the first finalists' fine-tuning calibrates (default: 6 when "
+                        "finalists are fine-tuned)")
     s.add_argument("--no-int8", action="store_true", help="leave int8 out of the space")
     s.add_argument("--ratios", type=csv(float), default=(0.0, 0.25, 0.5, 0.625, 0.75, 0.875),
                    help="pruning ratios a group may take, e.g. 0,0.25,0.5,0.75")
@@ -112,6 +120,7 @@ def _search(args: argparse.Namespace, model: Model, data: Dataset | None,
         budget_s=parse_duration(args.budget) if args.budget else None, trials=args.trials,
         finalists=args.finalists, seed=args.seed, sampler=args.sampler,
         quantize=not args.no_int8, ratios=args.ratios, finetune_epochs=args.finetune_epochs,
+        finetune_workers=args.finetune_workers, refine_steps=args.refine_steps,
         executor=args.executor, workers=args.workers, ray_address=args.ray_address,
         storage=args.storage, study_name=args.study, threads=args.threads)
     if data is None:

@@ -1,8 +1,11 @@
 """``slimkit.search``: find the smallest or fastest compressed model whose metric drop stays
 within a budget. Evaluation noise first, a cached sensitivity scan, Optuna proxy trials (pruning
-ratio per group, int8 or float per layer; resumable, in process or on Ray), then the promising
-points compressed for real, verified and measured in ONNX Runtime; the best is exported with
-its recipe, and the whole front is reported."""
+ratio per group, int8 or float per layer; BatchNorm statistics re-estimated; the uniform points
+first; resumable, in process or on Ray), then points of the proxy front compressed for real
+(fine-tuned, verified in ONNX Runtime) in bisection order, cheapest first; when they are
+fine-tuned, a second proxy round under the drop limit they calibrated looks for cheaper points
+of the same proxy quality (``refine.py``). All finalists are measured side by side; the best is
+exported with its recipe, and the whole front is reported."""
 
 from __future__ import annotations
 
@@ -180,38 +183,75 @@ def _prepare(model: Model, data: Dataset, train: Dataset, metric: UserMetric | N
 
 def _second_round(ctx: TrialContext, final: Finalists, study_id: tuple[str, str, str],
                   trials: list[Any], deadline: float | None) -> dict[str, Any]:
-    """Proxy trials again under the drop limit the first finalists calibrated, one
-    objective; their points cheaper than the best finalist are fine-tuned in bisection
-    order. See ``search/refine.py``."""
+    """Walk down from the cheapest finalist that held, under the drop limit the first
+    finalists calibrated; the walk's points are fine-tuned in bisection order, cheapest
+    first. See ``search/refine.py``."""
     from slimkit.search.refine import (
+        best_step,
         calibrated_limit,
-        cheaper_feasible,
         known_results,
+        neighbours,
         round_config,
-        warm_points,
     )
-    from slimkit.search.study import finished, objective_values, open_study
+    from slimkit.search.study import objective_values
 
     config, space = final.config, final.space
     rest = config.finalists - config.first_round_finalists
     limit = calibrated_limit(final.rows)
-    if config.second_round_trials == 0 or rest == 0 or limit is None:
-        why = "no first-round finalist met the budget" if limit is None else "not asked for"
+    if config.second_round_steps == 0 or rest == 0 or limit is None:
+        why = ("no second-round steps" if config.second_round_steps == 0 else
+               "no finalist left for it" if rest == 0 else
+               "no first-round finalist met the budget")
         return {"skipped": why}
     storage, name, digest = study_id
-    second = round_config(config, limit)
-    name = f"{name}-round2-{second.proxy_max_drop}"
-    warm = [dict(t.params) for t in warm_points(trials, limit)]
-    study = open_study(second, storage, name, digest, space, seeds=warm, single=True)
-    _run(ctx, second, storage, name, space, deadline, single=True, known=known_results(trials))
+    name = f"{name}-round2-{round(limit, 6)}"
+
+    def cost(result: dict[str, float]) -> float:
+        return objective_values(config, result, single=True)[0]
+
+    start = min((r for r in final.rows if r["met_budget"]), key=lambda r: cost(r["proxy"]))
+    current = (dict(start["params"]), cost(start["proxy"]), float(start["proxy"]["drop"]))
+    known = known_results(trials)
+    path: list[Any] = []
+    done: list[Any] = []
+    for _ in range(config.second_round_steps):
+        steps, done = _evaluate_step(ctx, round_config(config, limit, 1),
+                                     (storage, name, digest), neighbours(current[0], space),
+                                     deadline, known)
+        if not steps:
+            break
+        i = best_step(current[1:], [(t.values[0], t.user_attrs["drop"]) for t in steps], limit)
+        if i is None:
+            break
+        path.append(steps[i])
+        current = (dict(steps[i].params), steps[i].values[0], steps[i].user_attrs["drop"])
+    offset = len(trials)
+    final.bisect(path[::-1], rest, "second", offset)
+    return {"limit": round(limit, 6), "offset": offset, "start": start["trial"],
+            "path": [offset + t.number for t in path],
+            "trials": [_trial_row(t) for t in done]}
+
+
+def _evaluate_step(ctx: TrialContext, config: SearchConfig, study_id: tuple[str, str, str],
+                   points: list[dict[str, Any]], deadline: float | None,
+                   known: dict[str, dict[str, float]]) -> tuple[list[Any], list[Any]]:
+    """Proxy results of ``points`` (as trials of the second round's study; stored ones are
+    not evaluated again) and every finished trial of that study; no results when the
+    deadline stopped the step."""
+    from slimkit.search.study import finished, open_study
+
+    if not points:
+        return [], []
+    storage, name, digest = study_id
+    study = open_study(config, storage, name, digest, ctx.space, seeds=[], single=True)
+    for point in points:
+        study.enqueue_trial(point, skip_if_exists=True)
+    config = replace(config, trials=len(study.get_trials(deepcopy=False)))
+    _run(ctx, config, storage, name, ctx.space, deadline, single=True, known=known)
     done = finished(study)
-    best = min(objective_values(config, r["proxy"], single=True)[0]
-               for r in final.rows if r["met_budget"])
-    cheaper = cheaper_feasible(done, best)
-    final.bisect(cheaper, rest, "second", offset=len(trials))
-    return {"limit": second.proxy_max_drop, "offset": len(trials),
-            "trials": [_trial_row(t) for t in done],
-            "cheaper": [len(trials) + t.number for t in cheaper]}
+    by_params = {json.dumps(t.params, sort_keys=True): t for t in done}
+    steps = [by_params.get(json.dumps(p, sort_keys=True)) for p in points]
+    return ([] if any(t is None for t in steps) else steps), done
 
 
 def _run(ctx: TrialContext, config: SearchConfig, storage: str, name: str, space: SearchSpace,

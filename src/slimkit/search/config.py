@@ -46,13 +46,14 @@ class SearchConfig:
         quantize: put int8 (static, per-channel) in the space.
         quant_layer_choices: the most int8-sensitive layers get their own int8/float choice.
         finetune_epochs, finetune_lr: the finalists' fine-tuning (0 epochs: none).
+        finetune_workers: data-parallel (DDP) processes of each finalist's fine-tuning.
         proxy_max_drop: the constraint of the proxy trials; None: ``max_drop`` when the
             finalists are not fine-tuned (the proxy is then the model itself), else no
             constraint: a proxy cannot tell what fine-tuning will recover, so the finalists
             are fine-tuned along the proxy front in bisection order instead.
-        refine_trials: trials of the second proxy round, whose drop limit is calibrated by
-            the first finalists' fine-tuning (see ``search/refine.py``); None: half of
-            ``trials`` when the proxy is unconstrained (fine-tuned finalists), else 0. The
+        refine_steps: steps of the second round's walk down from the cheapest finalist that
+            held, under the drop limit the first finalists' fine-tuning calibrated (see
+            ``search/refine.py``); None: 6 when the finalists are fine-tuned, else 0. The
             finalists are then shared between the two rounds.
         bn_batches: proxy trials re-estimate BatchNorm statistics on this many training
             batches before scoring (adaptive BN, as EagleEye; the recipes get the same
@@ -80,9 +81,10 @@ class SearchConfig:
     quant_layer_choices: int = 4
     finetune_epochs: int = 3
     finetune_lr: float = 1e-3
+    finetune_workers: int = 1
     proxy_max_drop: float | None = None
     bn_batches: int = 4
-    refine_trials: int | None = None
+    refine_steps: int | None = None
     executor: ExecutorKind = ExecutorKind.INPROCESS
     workers: int = 1
     ray_address: str | None = None
@@ -101,15 +103,17 @@ class SearchConfig:
             raise InputError(f"max_drop must be a number >= 0, got {self.max_drop}")
         if self.budget_s is not None and not self.budget_s > 0:
             raise InputError("budget must be > 0 seconds")
-        if min(self.trials, self.finalists, self.workers, self.threads, self.trial_threads) < 1:
-            raise InputError("trials, finalists, workers and (trial) threads must be >= 1")
+        if min(self.trials, self.finalists, self.workers, self.threads, self.trial_threads,
+               self.finetune_workers) < 1:
+            raise InputError("trials, finalists, workers, finetune_workers and (trial) threads "
+                             "must be >= 1")
         if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
             raise InputError(f"ratios must be in [0, 1), got {list(self.ratios)}")
         if min(self.quant_layer_choices, self.finetune_epochs, self.bn_batches,
-               self.refine_trials or 0) < 0 \
+               self.refine_steps or 0) < 0 \
                 or self.eval_examples < 1:
             raise InputError("quant_layer_choices, finetune_epochs, bn_batches and "
-                             "refine_trials must be >= 0, eval_examples >= 1")
+                             "refine_steps must be >= 0, eval_examples >= 1")
         if not self.int8_speed > 0:
             raise InputError("int8_speed must be > 0")
 
@@ -121,15 +125,15 @@ class SearchConfig:
         return self.max_drop if self.finetune_epochs == 0 else None
 
     @property
-    def second_round_trials(self) -> int:
-        if self.refine_trials is not None:
-            return self.refine_trials
-        return self.trials // 2 if self.proxy_limit is None else 0
+    def second_round_steps(self) -> int:
+        if self.refine_steps is not None:
+            return self.refine_steps
+        return 6 if self.proxy_limit is None else 0
 
     @property
     def first_round_finalists(self) -> int:
         """Finalists of the first round; the rest go to the second (if there is one)."""
-        if self.second_round_trials == 0:
+        if self.second_round_steps == 0:
             return self.finalists
         return self.finalists - self.finalists // 2
 

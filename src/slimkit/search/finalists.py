@@ -39,7 +39,8 @@ def point_recipe(space: SearchSpace, params: dict[str, Any], config: SearchConfi
                                                              seed=config.seed)))
         if config.finetune_epochs:
             stages.append(Stage("finetune", FinetuneConfig(
-                epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed)))
+                epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed,
+                workers=config.finetune_workers)))
     if params.get("int8"):
         exclude = tuple(f"name:{layer}" for layer in space.float_layers(params))
         stages.append(Stage("quantize", QuantizeConfig(mode=QuantMode(space.int8_mode),
