@@ -198,3 +198,62 @@ def test_bisection_finds_the_cheapest_point_that_holds(size, boundary):
     held = [i for i in tried if i >= boundary]
     assert len(set(tried)) == len(tried)
     assert min(held, default=size) == min(boundary, size)
+
+
+@pytest.fixture
+def judged_by_proxy(monkeypatch, tmp_path):
+    """Finalists judged without fine-tuning: a point "holds the budget" when its proxy drop
+    is at most HOLDS; latency is its proxy MACs. The search's rounds run for real."""
+    from slimkit.search.finalists import Finalists, point_recipe
+
+    holds = 0.25  # between the proxy drops of the tiny net's uniform 0.5 and 0.75 points
+    dummy = tmp_path / "dummy.onnx"
+    dummy.write_bytes(b"onnx")
+
+    def run(self, trial, number, stage):
+        drop = trial.user_attrs["drop"]
+        self.rows.append({"trial": number, "stage": stage, "params": dict(trial.params),
+                          "proxy": {k: trial.user_attrs[k] for k in ("macs", "bytes", "drop")},
+                          "metric": 1 - drop, "drop": drop, "bytes": trial.user_attrs["bytes"],
+                          "met_budget": drop <= holds, "path": str(dummy), "model": self.model,
+                          "recipe": point_recipe(self.space, trial.params, self.config,
+                                                 f"t{number}").to_dict()})
+        return drop <= holds
+
+    def measure(self):
+        for row in self.rows:
+            row["p50_ms"], row["speedup"] = row["proxy"]["macs"], 1 / row["proxy"]["macs"]
+        return {"p50_ms": 1.0}
+
+    monkeypatch.setattr(Finalists, "run", run)
+    monkeypatch.setattr(Finalists, "measure", measure)
+    return holds
+
+
+def test_the_second_round_walks_cheaper_under_the_calibrated_limit_and_resumes(
+        tmp_path, net, data, judged_by_proxy, one_torch_thread):
+    cfg = {"trials": 6, "finalists": 4, "finetune_epochs": 1, "quantize": False,
+           "objective": "latency", "ratios": (0.0, 0.25, 0.5, 0.75)}
+    full = search(net, data, tmp_path / "full", _config(**cfg, refine_steps=3))
+    second = full.sections["second_round"]
+    met = [r for r in full.sections["finalists"] if r["stage"] == "first" and r["met_budget"]]
+    assert met and second["limit"] == max(r["proxy"]["drop"] for r in met)
+    start = min(met, key=lambda r: r["proxy"]["macs"])
+    assert second["start"] == start["trial"] and 1 <= len(second["path"]) <= 3
+    walked = {second["offset"] + t["number"]: t for t in second["trials"]}
+    costs = [walked[n]["values"][0] for n in second["path"]]
+    assert costs == sorted(costs, reverse=True) and costs[0] < start["proxy"]["macs"]
+    assert all(walked[n]["drop"] <= second["limit"] for n in second["path"])
+    # each step moved exactly one group up one ratio
+    previous = start["params"]
+    for n in second["path"]:
+        moved = {k for k, v in walked[n]["params"].items() if v != previous[k]}
+        assert len(moved) == 1
+        previous = walked[n]["params"]
+    assert full.sections["best"]["trial"] in second["path"]  # cheaper than the first round
+    # a walk cut short (1 step), then resumed to 3, is the uninterrupted walk
+    search(net, data, tmp_path / "part", _config(**cfg, refine_steps=1))
+    resumed = search(net, data, tmp_path / "part", _config(**cfg, refine_steps=3))
+    keys = ("limit", "start", "path")
+    assert {k: resumed.sections["second_round"][k] for k in keys} == {k: second[k] for k in keys}
+    assert resumed.sections["best"]["params"] == full.sections["best"]["params"]
