@@ -257,3 +257,27 @@ def test_the_second_round_walks_cheaper_under_the_calibrated_limit_and_resumes(
     keys = ("limit", "start", "path")
     assert {k: resumed.sections["second_round"][k] for k in keys} == {k: second[k] for k in keys}
     assert resumed.sections["best"]["params"] == full.sections["best"]["params"]
+
+
+def test_when_no_finalist_holds_the_cheapest_proxy_safe_point_is_tried(
+        tmp_path, net, data, judged_by_proxy, monkeypatch, one_torch_thread):
+    from slimkit.search.finalists import Finalists
+
+    judged = Finalists.run
+
+    def only_unpruned_holds(self, trial, number, stage):  # fine-tuning never recovers here
+        judged(self, trial, number, stage)
+        pruned = any(v > 0 for k, v in trial.params.items() if k.startswith("ratio:"))
+        self.rows[-1]["met_budget"] = not pruned
+        return not pruned
+
+    monkeypatch.setattr(Finalists, "run", only_unpruned_holds)
+    result = search(net, data, tmp_path / "f", _config(
+        trials=6, finalists=2, finetune_epochs=1, max_drop=0.01, ratios=(0.0, 0.5)))
+    first = [t["params"] for t in result.sections["trials"]]
+    assert first[1]["int8"] and all(v == 0.0 for k, v in first[1].items()
+                                    if k.startswith("ratio:"))  # int8 alone is a seed
+    stages = [r["stage"] for r in result.sections["finalists"]]
+    assert stages[-1] == "fallback" and result.met_budget
+    assert result.sections["best"]["stage"] == "fallback"
+    assert result.sections["best"]["proxy"]["drop"] <= 0.01

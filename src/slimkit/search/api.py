@@ -114,6 +114,8 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     round_deadline = start + 0.75 * config.budget_s if config.budget_s else None
     sections["second_round"] = _second_round(ctx, final, (storage, name, digest), trials,
                                              round_deadline)
+    if not any(r["met_budget"] for r in final.rows):
+        _fallback(final, trials)
     original = final.measure()
     rows = final.rows
     best, met = choose(rows, config.objective)
@@ -230,6 +232,17 @@ def _second_round(ctx: TrialContext, final: Finalists, study_id: tuple[str, str,
     return {"limit": round(limit, 6), "offset": offset, "start": start["trial"],
             "path": [offset + t.number for t in path],
             "trials": [_trial_row(t) for t in done]}
+
+
+def _fallback(final: Finalists, trials: list[Any]) -> None:
+    """No finalist held: the cheapest point that held the budget already as a proxy (no
+    fine-tuning to count on; int8 alone or mild pruning) gets one more try, so a model that
+    meets the budget is returned when one was seen."""
+    tried = {json.dumps(r["params"], sort_keys=True) for r in final.rows}
+    safe = sorted((t for t in trials if t.user_attrs.get("drop", 1e9) <= final.config.max_drop
+                   and json.dumps(t.params, sort_keys=True) not in tried),
+                  key=lambda t: (t.values[0], t.user_attrs["drop"], t.number))
+    final.in_order(safe, 1, "fallback")
 
 
 def _evaluate_step(ctx: TrialContext, config: SearchConfig, study_id: tuple[str, str, str],

@@ -115,8 +115,8 @@ def open_study(config: SearchConfig, storage: str, name: str, model_digest: str,
 
 def uniform_points(space: SearchSpace) -> list[dict[str, Any]]:
     """The first trials of every study: each group at one ratio of the space (capped by what
-    the group allows), float, so the single-technique points are always judged beside the
-    searched ones.
+    the group allows), float, then (when int8 is in the space) int8 with no pruning, so the
+    single-technique points are always judged beside the searched ones.
 
     Example:
         >>> from slimkit.search.space import GroupChoice
@@ -136,6 +136,11 @@ def uniform_points(space: SearchSpace) -> list[dict[str, Any]]:
             point.update({f"float:{layer}": False for layer in space.quant_choices})
         if point not in points:
             points.append(point)
+    if space.quantize:
+        int8: dict[str, Any] = {f"ratio:{g.key}": min(g.ratios) for g in space.groups}
+        int8[INT8] = True
+        int8.update({f"float:{layer}": False for layer in space.quant_choices})
+        points.append(int8)
     return points
 
 
