@@ -183,7 +183,8 @@ def minilm_part(args: argparse.Namespace, tmp: Path, started: float) -> dict[str
     quantize_dynamic(fp32.onnx_path, tmp / "minilm-dyn-pc.onnx", per_channel=True)
     dyn = fp32.with_onnx(tmp / "minilm-dyn-pc.onnx")
     config = SearchConfig(max_drop=0.02, objective="latency", trials=args.minilm_trials,
-                          finalists=3, finetune_epochs=3, seed=0, quant_layer_choices=2,
+                          finalists=3, finetune_epochs=3, finetune_lr=5e-5, seed=0,
+                          quant_layer_choices=2,
                           ratios=(0.0, 0.125, 0.25, 0.5), eval_examples=64)
     result = search(model, data["eval"], tmp / "minilm-search", config, data["train"])
     log(started, f"minilm search: met {result.met_budget} in {result.sections['seconds']}s")

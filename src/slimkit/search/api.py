@@ -125,6 +125,12 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     sections["front"] = [r["trial"] for r in front]
     sections["best"] = _plain(best)
     sections["seconds"] = round(time.monotonic() - start, 1)
+    if met and config.objective.value == "latency" and best["p50_ms"] >= original["p50_ms"]:
+        sections["warnings"].append(
+            f"the best candidate that meets the budget is not faster than the original here "
+            f"({original['p50_ms'] / best['p50_ms']:.2f}x, measured side by side): for latency "
+            f"on this machine, keep the original (the candidate is written for its size)")
+        log.warning(sections["warnings"][-1])
     if not met:
         sections["warnings"].append(
             f"no candidate met the budget (max drop {config.max_drop}); the closest one "
