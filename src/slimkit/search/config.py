@@ -37,7 +37,8 @@ class SearchConfig:
         objective: what to minimise: latency, size or both.
         budget_s: wall-clock budget in seconds (None: only ``trials`` bounds the search).
         trials: proxy trials (pruning ratio per group, int8 or float per layer; no fine-tune),
-            the first of them the uniform points (every group at one ratio).
+            the first of them the single-technique points (every group at one ratio; int8
+            alone).
         finalists: promising proxy candidates then fine-tuned, exported and measured.
         seed: seeds the sampler; the same seed gives the same trials.
         sampler: tpe or nsga2 (Optuna multi-objective samplers with constraints).
