@@ -74,6 +74,7 @@ def test_no_batchnorm_or_no_batches_is_a_no_op():
     assert recalibrate_batchnorm(mlp, data) is mlp
     net = cnn_model("resnet-basic")
     assert recalibrate_batchnorm(net, synthetic(net.inputs, 8), batches=0) is net
+    assert recalibrate_batchnorm(net, synthetic(net.inputs, 1)) is net
 
 
 def test_recipe_stage(tmp_path, one_torch_thread):

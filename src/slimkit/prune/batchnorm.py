@@ -46,7 +46,7 @@ def recalibrate_batchnorm(model: Model, data: Dataset, batches: int = 4, batch_s
                           seed: int = 0) -> Model:
     """A copy of ``model`` whose BatchNorm statistics are the plain average over ``batches``
     random batches of ``data``; ``model`` itself is not changed (returned as is when it has
-    no BatchNorm or ``batches`` is 0).
+    no BatchNorm, ``batches`` is 0 or ``data`` has fewer than 2 examples).
 
     Example:
         >>> import torch
@@ -63,7 +63,7 @@ def recalibrate_batchnorm(model: Model, data: Dataset, batches: int = 4, batch_s
 
     module = model.require_module("batch-norm recalibration")
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches < 1 or len(data) == 0:
+    if not norms or batches < 1 or len(data) < 2:  # one example gives no variance
         return model
     module = copy.deepcopy(module)
     updated = replace(model, module=module)
@@ -72,7 +72,7 @@ def recalibrate_batchnorm(model: Model, data: Dataset, batches: int = 4, batch_s
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the batches
     order = np.random.default_rng(seed).permutation(len(data))
-    # a batch of one example cannot give a variance: only full-size or >= 2 example batches
+    # a batch of one example gives no variance: a last batch of one is left out
     size = max(2, min(batch_size, len(data)))
     module.train()
     with torch.no_grad(), torch.random.fork_rng():
