@@ -128,6 +128,8 @@ def int8_mode(model: Model) -> str:
 
 
 def has_batchnorm(model: Model) -> bool:
+    """Whether the torch model has BatchNorm layers (whose statistics the search re-estimates
+    after pruning)."""
     import torch
 
     module = model.require_module("search")
