@@ -95,10 +95,7 @@ def finetune_ddp(model: Model, data: Dataset, config: FinetuneConfig | None = No
         workers = int(os.environ["WORLD_SIZE"])
     elif workers is None:
         workers = config.workers
-    if not 1 <= workers <= config.batch_size:
-        raise InputError(f"workers must be in [1, batch_size={config.batch_size}] (each trains "
-                         f"on a share of every batch), got {workers}")
-    config = replace(config, workers=workers)
+    config = replace(config, workers=workers)  # validated again: 1 <= workers <= batch_size
     _check(data, config, hooks, timeout_s)
     if torchrun:
         return _join_torchrun(model, data, config, hooks, timeout_s)
@@ -126,9 +123,9 @@ def _check(data: Dataset, config: FinetuneConfig, hooks: TrainHooks, timeout_s: 
     if len(data) < config.workers:
         raise InputError(f"{config.workers} workers need at least as many examples; the data "
                          f"has {len(data)}")
-    if hooks.teacher is not None and hooks.loss_fn is None:
-        raise InputError("a teacher needs a loss_fn that uses its outputs (the built-in "
-                         "cross-entropy ignores it): pass a distillation loss")
+    from slimkit.prune.finetune import check_hooks
+
+    check_hooks(hooks)
     if hooks.loss_fn is None and data.labels is None:
         raise InputError("fine-tuning with the built-in cross-entropy needs labelled data "
                          "(a .npz with 'labels', or builtin:digits); otherwise pass loss_fn")

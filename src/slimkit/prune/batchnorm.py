@@ -61,14 +61,14 @@ def recalibrate_batchnorm(model: Model, data: Dataset, batches: int = 4, batch_s
     """
     import torch
 
-    module = model.require_module("batch-norm recalibration")
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches < 1 or len(data) < 2:  # one example gives no variance
+    original = model.require_module("batch-norm recalibration")
+    originals = _norms(original)
+    if not originals or batches < 1 or len(data) < 2:  # one example gives no variance
         return model
-    module = copy.deepcopy(module)
+    module = copy.deepcopy(original)
     updated = replace(model, module=module)
-    for norm in (m for m in module.modules()
-                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+    copies = _norms(module)
+    for norm in copies:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the batches
     order = np.random.default_rng(seed).permutation(len(data))
@@ -82,9 +82,18 @@ def recalibrate_batchnorm(model: Model, data: Dataset, batches: int = 4, batch_s
             if len(idx) < 2:
                 break
             module(*updated.torch_args({k: v[idx] for k, v in data.inputs.items()}))
-    for norm, old in zip((m for m in module.modules()
-                          if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)), norms,
-                         strict=True):
+    for norm, old in zip(copies, originals, strict=True):
         norm.momentum = old.momentum
     module.eval()
     return updated
+
+
+def has_batchnorm(model: Model) -> bool:
+    """Whether the torch model has BatchNorm layers."""
+    return bool(_norms(model.require_module("batch-norm check")))
+
+
+def _norms(module: Any) -> list[Any]:
+    import torch
+
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

@@ -167,9 +167,7 @@ def finetune(model: Model, data: Dataset, config: FinetuneConfig | None = None,
     config, hooks = config or FinetuneConfig(), hooks or TrainHooks()
     if len(data) == 0:
         raise InputError("fine-tuning needs at least one example")
-    if hooks.teacher is not None and hooks.loss_fn is None:
-        raise InputError("a teacher needs a loss_fn that uses its outputs (the built-in "
-                         "cross-entropy ignores it): pass a distillation loss")
+    check_hooks(hooks)
     if config.workers > 1 and config.epochs > 0:
         from slimkit.distributed import finetune_ddp
 
@@ -179,6 +177,13 @@ def finetune(model: Model, data: Dataset, config: FinetuneConfig | None = None,
     losses = _train(trained, data, config, hooks)
     module.eval()
     return TrainResult(trained, losses)
+
+
+def check_hooks(hooks: TrainHooks) -> None:
+    """Refuse hooks that cannot train (shared by one-process and data-parallel runs)."""
+    if hooks.teacher is not None and hooks.loss_fn is None:
+        raise InputError("a teacher needs a loss_fn that uses its outputs (the built-in "
+                         "cross-entropy ignores it): pass a distillation loss")
 
 
 def _train(model: Model, data: Dataset, config: FinetuneConfig, hooks: TrainHooks,

@@ -21,6 +21,7 @@ from slimkit.data import Dataset
 from slimkit.evaluate import UserMetric
 from slimkit.io import write_text_atomic
 from slimkit.model import Model
+from slimkit.prune.batchnorm import has_batchnorm
 from slimkit.recipe import Recipe
 from slimkit.recipe.metric import Scorer
 from slimkit.recipe.run import MODEL_FILE, RECIPE_FILE, _prepare_folder
@@ -31,7 +32,6 @@ from slimkit.search.space import (
     GroupChoice,
     SearchSpace,
     channel_groups,
-    has_batchnorm,
     int8_mode,
     model_digest,
     quantizable_modules,
@@ -223,7 +223,7 @@ def _second_round(ctx: TrialContext, final: Finalists, study_id: tuple[str, str,
     path: list[Any] = []
     done: list[Any] = []
     for _ in range(config.second_round_steps):
-        steps, done = _evaluate_step(ctx, round_config(config, limit, 1),
+        steps, done = _evaluate_step(ctx, round_config(config, limit),
                                      (storage, name, digest), neighbours(current[0], space),
                                      deadline, known)
         if not steps:
@@ -244,9 +244,11 @@ def _fallback(final: Finalists, trials: list[Any]) -> None:
     """No finalist held: the cheapest point that held the budget already as a proxy (no
     fine-tuning to count on; int8 alone or mild pruning) gets one more try, so a model that
     meets the budget is returned when one was seen."""
-    tried = {json.dumps(r["params"], sort_keys=True) for r in final.rows}
+    from slimkit.search.refine import params_key
+
+    tried = {params_key(r["params"]) for r in final.rows}
     safe = sorted((t for t in trials if t.user_attrs.get("drop", 1e9) <= final.config.max_drop
-                   and json.dumps(t.params, sort_keys=True) not in tried),
+                   and params_key(t.params) not in tried),
                   key=lambda t: (t.values[0], t.user_attrs["drop"], t.number))
     final.in_order(safe, 1, "fallback")
 
@@ -257,6 +259,7 @@ def _evaluate_step(ctx: TrialContext, config: SearchConfig, study_id: tuple[str,
     """Proxy results of ``points`` (as trials of the second round's study; stored ones are
     not evaluated again) and every finished trial of that study; no results when the
     deadline stopped the step."""
+    from slimkit.search.refine import params_key
     from slimkit.search.study import finished, open_study
 
     if not points:
@@ -268,8 +271,8 @@ def _evaluate_step(ctx: TrialContext, config: SearchConfig, study_id: tuple[str,
     config = replace(config, trials=len(study.get_trials(deepcopy=False)))
     _run(ctx, config, storage, name, ctx.space, deadline, single=True, known=known)
     done = finished(study)
-    by_params = {json.dumps(t.params, sort_keys=True): t for t in done}
-    steps = [by_params.get(json.dumps(p, sort_keys=True)) for p in points]
+    by_params = {params_key(t.params): t for t in done}
+    steps = [by_params.get(params_key(p)) for p in points]
     return ([] if any(t is None for t in steps) else steps), done
 
 
@@ -289,8 +292,10 @@ def _run(ctx: TrialContext, config: SearchConfig, storage: str, name: str, space
 
 def _reusing(evaluate: Any, known: dict[str, dict[str, float]]) -> Any:
     """``evaluate`` that answers points already evaluated from ``known``."""
+    from slimkit.search.refine import params_key
+
     def run(points: list[dict[str, Any]]) -> list[dict[str, float]]:
-        keys = [json.dumps(p, sort_keys=True) for p in points]
+        keys = [params_key(p) for p in points]
         todo = [p for p, k in zip(points, keys, strict=True) if k not in known]
         fresh = iter(evaluate(todo) if todo else [])
         return [known[k] if k in known else next(fresh) for k in keys]

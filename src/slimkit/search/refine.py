@@ -17,13 +17,13 @@ a study of their own), so an interrupted walk resumes where it stopped."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from typing import Any
 
 from slimkit.search.config import SearchConfig
 from slimkit.search.space import SearchSpace
-from slimkit.search.study import CONSTRAINT
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,19 @@ def calibrated_limit(rows: list[dict[str, Any]]) -> float | None:
     return max(below) if below else min(met)
 
 
-def round_config(config: SearchConfig, limit: float, trials: int) -> SearchConfig:
-    """The second round's config: the calibrated proxy limit, ``trials`` evaluations."""
-    return replace(config, proxy_max_drop=round(limit, 6), trials=max(trials, 1))
+def round_config(config: SearchConfig, limit: float) -> SearchConfig:
+    """The second round's config: the calibrated proxy limit."""
+    return replace(config, proxy_max_drop=round(limit, 6))
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """One point's params as a key (the same point, the same key).
+
+    Example:
+        >>> params_key({"b": 1, "a": 0.5}) == params_key({"a": 0.5, "b": 1})
+        True
+    """
+    return json.dumps(params, sort_keys=True)
 
 
 def neighbours(params: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
@@ -86,17 +96,8 @@ def best_step(current: tuple[float, float], steps: list[tuple[float, float]],
     return min(ok)[2] if ok else None
 
 
-def cheaper_feasible(trials: list[Any], best_cost: float) -> list[Any]:
-    """Trials feasible under their limit and cheaper than ``best_cost``, cheapest first."""
-    ok = [t for t in trials if t.user_attrs.get(CONSTRAINT, 1.0) <= 0 and
-          t.values[0] < best_cost]
-    return sorted(ok, key=lambda t: (t.values[0], t.number))
-
-
 def known_results(trials: list[Any]) -> dict[str, dict[str, float]]:
-    """Proxy results of finished trials by their params (a JSON key): reused, not rerun."""
-    import json
-
+    """Proxy results of finished trials by their params (``params_key``): reused, not rerun."""
     keys = ("macs", "bytes", "metric", "drop")
-    return {json.dumps(t.params, sort_keys=True): {k: t.user_attrs[k] for k in keys}
+    return {params_key(t.params): {k: t.user_attrs[k] for k in keys}
             for t in trials if all(k in t.user_attrs for k in keys)}

@@ -127,15 +127,6 @@ def int8_mode(model: Model) -> str:
     return "static" if any(isinstance(m, convs) for m in module.modules()) else "dynamic"
 
 
-def has_batchnorm(model: Model) -> bool:
-    """Whether the torch model has BatchNorm layers (whose statistics the search re-estimates
-    after pruning)."""
-    import torch
-
-    module = model.require_module("search")
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
 def quantizable_modules(model: Model) -> list[str]:
     """Module paths of the Conv/Linear layers (what int8 quantizes)."""
     import torch
