@@ -34,3 +34,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["no-vnni", "vnni"])
+def cpu_class(request, monkeypatch):
+    """Run a test on both CPU classes CI may get: the advisor's and the preflight's measurements
+    (SIMD flags, integer/float GEMM ratio) are injected, so the test asserts the same on any CPU."""
+    from slimkit.testing.cpu import CPU_PROFILES, simulate_cpu
+
+    profile = CPU_PROFILES[request.param]
+    simulate_cpu(monkeypatch, profile)
+    return profile

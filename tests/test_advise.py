@@ -62,25 +62,36 @@ def test_config_is_validated():
         AdviseConfig(ratio=1.0)
 
 
-def test_advise_measures_and_ranks(one_torch_thread):
+def test_advise_measures_and_ranks(one_torch_thread, cpu_class):
     advice = advise(tiny_model("mlp"))
-    names = [r.technique for r in advice.recommendations]
-    assert set(names) == {"int8 dynamic", "int8 static", "structured pruning 50%",
-                          "unstructured pruning 50%"}
-    assert names[0] == "structured pruning 50%"  # half the MACs; int8 cannot beat that here
+    recs = {r.technique: r for r in advice.recommendations}
+    assert set(recs) == {"int8 dynamic", "int8 static", "structured pruning 50%",
+                         "unstructured pruning 50%"}
+    predicted = [r.predicted_speedup for r in advice.recommendations]
+    assert predicted == sorted(predicted, reverse=True)  # best predicted first
     m = advice.measurements
-    assert m.gemm_ratio_u8s8 > 0 and abs(sum(m.latency_by_op.values()) - 1) < 1e-6
+    assert (m.gemm_ratio_u8s8, m.int8_dot_product) == (cpu_class.gemm_u8s8,
+                                                       "avx512_vnni" in cpu_class.simd)
+    assert abs(sum(m.latency_by_op.values()) - 1) < 1e-6
+    # int8 follows the injected GEMM ratio; pruning's prediction does not depend on it
+    int8 = recs["int8 dynamic"]
+    assert int8.pays == (int8.predicted_speedup >= 1.10)
+    assert (int8.predicted_speedup > 1.0) == (cpu_class.gemm_u8s8 > 1.0)
+    assert recs["structured pruning 50%"].predicted_speedup > 1.0
     assert advice.ordering_agrees is None and not advice.verified
     assert json.loads(json.dumps(advice.to_dict()))["kind"] == "advice"
 
 
-def test_cli_advise_writes_json_for_the_report(tmp_path, capsys):
+def test_cli_advise_writes_json_for_the_report(tmp_path, capsys, cpu_class):
     out = tmp_path / "advice.json"
     spec = ["slimkit.testing:tiny_mlp", "--input-shape", "1x8"]
     assert main(["analyze", *spec, "--advise", "-o", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "Recommendations" in printed and "integer GEMM measured" in printed
-    assert json.loads(out.read_text())["recommendations"]
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "Recommendations" in printed
+    assert f"integer GEMM measured {cpu_class.gemm_u8s8:.2f}x fp32" in printed
+    advice = json.loads(out.read_text())
+    assert advice["recommendations"]
+    assert advice["measurements"]["cpu"] == cpu_class.model
     assert main(["analyze", *spec, "--verify"]) == 2
 
 

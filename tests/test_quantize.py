@@ -8,6 +8,7 @@ import torch
 from slimkit import load_data, load_model
 from slimkit.data import Dataset
 from slimkit.errors import DataError, InputError
+from slimkit.export.onnx import export_onnx
 from slimkit.quantize import QuantizeConfig, quantize
 from slimkit.quantize.calibration import mse_clip_range
 from slimkit.quantize.config import ActivationType
@@ -297,3 +298,23 @@ def test_dynamic_mode_leaves_convolutions_float(tmp_path):
     assert "ConvInteger" not in ops and result.sections["proof"]["ok"]
     assert any("leaves convolutions in float" in r
                for r in result.sections["preflight"]["reasons"])
+
+
+def test_static_int8_layer_sqnr_compares_the_same_tensors_as_the_diff(tmp_path, digits_cnn):
+    # regression: QDQ folds each Conv's Relu (the Conv output takes the Relu's name), and the
+    # diagnosis compared the float pre-Relu output with the int8 post-Relu one: 2-5 dB per
+    # layer on a model whose accuracy did not move, while `slimkit diff` read 39-47 dB
+    from slimkit.diff import behaviour_diff
+
+    test = load_data("builtin:digits:test", digits_cnn)
+    result = quantize(digits_cnn, tmp_path / "q.onnx", QuantizeConfig(mode="static"),
+                      calib=load_data("builtin:digits:train", digits_cnn), eval_data=test,
+                      measure=False)
+    layers = result.sections["diagnosis"]
+    assert len(layers) >= 4 and result.sections["metric"]["drop"] <= 0.01
+    assert min(row["sqnr_db"] for row in layers) > 25.0, layers
+    exported = export_onnx(digits_cnn, tmp_path / "f.onnx").model
+    diff = behaviour_diff(exported, result.model, test).layer_sqnr
+    relus = [row["sqnr_db"] for row in diff if row["layer"].endswith("Relu_output_0")]
+    assert len(relus) >= 3  # the same tensors, measured by the two tools, agree
+    assert min(row["sqnr_db"] for row in layers) == pytest.approx(min(relus), abs=1.0)
