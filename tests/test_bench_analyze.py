@@ -47,3 +47,19 @@ def test_analyze_reports_ops_and_layers():
     assert abs(sum(result["latency_by_op"].values()) - 1.0) < 1e-6
     assert "Conv" in result["latency_by_op"] and result["kernel_ms_per_run"] > 0
     assert result["top_layers"][0]["name"] == "conv"
+
+
+def test_peak_memory_counts_what_the_model_takes_to_run():
+    # regression: the RSS rise of a session read 0 MB (the allocator reused freed memory, and
+    # a torch module's weights were resident before the session opened)
+    import torch
+
+    from slimkit.model import Model, TensorSpec
+
+    model = Model("wide", "test", (TensorSpec("x", ("batch", 1024)),),
+                  module=torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU()))
+    weights_mb = 1024 * 1025 * 4 / 2**20
+    rows = benchmark([model], BenchConfig(rounds=1, round_seconds=0.01)).rows
+    assert {r.runtime for r in rows} == {"torch", "onnxruntime"}
+    for row in rows:
+        assert weights_mb * 0.9 <= row.peak_memory_mb < 20 * weights_mb, row

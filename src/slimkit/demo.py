@@ -3,21 +3,24 @@
 Train (once, cached) the built-in digits CNN, evaluate it, export it to ONNX and verify the
 export, compare both runtimes' accuracy and fidelity, quantize it to static int8 (with the speed
 preflight and the proof of integer kernels), prune 70% of its channels and recover them by
-fine-tuning and by distillation side by side, Deep-Compress it into a ``.slim`` file, run a short
-automatic search under a 1-point budget (``demo_stages.py``), benchmark torch, ONNX Runtime fp32,
-int8 and the pruned student side by side, and write ``report.json``, ``report.md`` and
-``report.html``. Each technique added to slimkit adds its stage here.
+fine-tuning and by distillation side by side (after a sensitivity scan of every channel group),
+Deep-Compress it into a ``.slim`` file, run a short automatic search under a 1-point budget
+(``demo_stages.py``), benchmark the original (torch and ONNX Runtime), int8, the pruned student,
+the ``.slim`` model and the searched model side by side, and write ``report.json``,
+``report.md`` and ``report.html``. Each technique added to slimkit adds its stage here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from slimkit.errors import OutputPathError
-from slimkit.report import Report
+from slimkit.report import REPORT_FORMAT, Report
 
 DEMO_MODEL = "builtin:digits-cnn"
+DEMO_TITLE = "slimkit demo"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     model = load_model(DEMO_MODEL, seed=config.seed)
     test = load_data("builtin:digits:test", model)
     train = load_data("builtin:digits:train", model)
+    val = load_data("builtin:digits:val", model)
     exported = export_onnx(model, out / "digits-cnn.onnx", sample=test.take(64))
     torch_logits = predict(model, test, "torch")
     ort_logits = predict(exported.model, test, "onnxruntime")
@@ -64,21 +68,33 @@ def run_demo(config: DemoConfig | None = None) -> Report:
                     calib=train, eval_data=test,
                     measure=False)
     int8_model = replace(int8.model, name="digits-cnn-int8")
+    sensitivity = stages.sensitivity(model, val, config.seed)
     pruning, student = stages.pruning_and_recovery(model, train, test, out, config.seed,
                                                    config.quick)
-    compact = stages.deep_compression(model, train, test, out, config.seed, config.quick)
-    searched = stages.auto_search(model, train, load_data("builtin:digits:val", model), out,
-                                  config.seed, config.quick)
-    bench = benchmark([model, int8_model, student], BenchConfig(
+    compact, slim = stages.deep_compression(model, train, test, out, config.seed, config.quick)
+    searched_section, searched = stages.auto_search(model, train, val, out, config.seed,
+                                                    config.quick)
+    variants = [model, int8_model, student, slim] + ([searched] if searched else [])
+    bench = benchmark(variants, BenchConfig(
         threads=config.threads, batches=config.batches, seed=config.seed,
         rounds=2 if config.quick else 7, round_seconds=0.05 if config.quick else 0.4))
+    accuracies = {
+        ("digits-cnn", "torch"): accuracy(torch_logits, labels),
+        ("digits-cnn", "onnxruntime"): accuracy(ort_logits, labels),
+        ("digits-cnn-int8", "onnxruntime"): int8.sections["metric"]["quantized"],
+        (student.name, "onnxruntime"): pruning["accuracy_distilled"],
+        (slim.name, "onnxruntime"): compact["accuracy"]["after"],
+    }
+    if searched is not None:
+        accuracies[(searched.name, "onnxruntime")] = accuracy(
+            predict(searched, test, "onnxruntime"), labels)
 
-    report = Report("slimkit demo: digits CNN, torch vs ONNX Runtime, fp32 vs int8",
+    report = Report(f"{DEMO_TITLE}: digits CNN, torch vs ONNX Runtime, fp32 vs int8",
                     seed=config.seed,
                     environment=environment())
     report.add("model", {**model.describe(), "trained": model.meta})
-    report.add("accuracy", {"torch": accuracy(torch_logits, labels),
-                            "onnxruntime": accuracy(ort_logits, labels),
+    report.add("accuracy", {"torch": accuracies[("digits-cnn", "torch")],
+                            "onnxruntime": accuracies[("digits-cnn", "onnxruntime")],
                             "test_examples": len(test)})
     report.add("export", exported.to_dict())
     report.add("onnx_vs_torch", output_fidelity(torch_logits, ort_logits))
@@ -93,19 +109,26 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         "integer_ops": int8.sections["proof"]["integer_ops"],
         "size_bytes": int8.sections["size"]["quantized_bytes"],
     })
+    report.add("sensitivity", sensitivity)
     report.add("pruning", pruning)
     report.add("deep_compression", compact)
-    report.add("search", searched)
-    report.add("size", [_size_row(name, m) for name, m in (("torch", model),
-                                                           ("onnx", exported.model),
-                                                           ("onnx int8", int8.model))])
-    report.add("latency", bench.to_dict()["rows"])
+    report.add("search", searched_section)
+    sizes = [("torch", model, accuracies[("digits-cnn", "torch")], None),
+             ("onnx", exported.model, accuracies[("digits-cnn", "onnxruntime")], None),
+             ("onnx int8", int8.model, accuracies[("digits-cnn-int8", "onnxruntime")], None),
+             ("onnx pruned + distilled", student, pruning["accuracy_distilled"], None),
+             (".slim (Deep Compression)", slim, compact["accuracy"]["after"],
+              compact["file_bytes"])]
+    if searched is not None:
+        sizes.append(("onnx searched", searched, accuracies[(searched.name, "onnxruntime")],
+                      None))
+    report.add("size", [_size_row(*row) for row in sizes])
+    rows = bench.to_dict()["rows"]
+    report.add("latency", rows)
     report.add("comparison", _comparison(
-        [(model, "torch", accuracy(torch_logits, labels)),
-         (exported.model, "onnxruntime", accuracy(ort_logits, labels)),
-         (int8_model, "onnxruntime", int8.sections["metric"]["quantized"]),
-         (student, "onnxruntime", pruning["accuracy_distilled"])],
-        bench.to_dict()["rows"]))
+        [(model, "torch"), (exported.model, "onnxruntime"), *(
+            (m, "onnxruntime") for m in variants[1:])], rows, accuracies,
+        {slim.name: compact["file_bytes"]}))
     report.add("latency_by_op", _op_profile(
         {"ORT fp32": exported.model, "ORT int8": int8.model}, 3 if config.quick else 20))
     report.add("layers", [{**row, "bits": 8} for row in int8.sections.get("diagnosis", [])])
@@ -114,24 +137,30 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         "Latency rows of one thread/batch setting were measured interleaved in one run; "
         "compare their speedup column, not milliseconds across machines.",
         "speedup = p50 of the first row of the same setting / p50 of the row.",
+        "peak_memory_mb = what the model takes to run here (weights and runtime buffers).",
     ])
     report.write(out, html=True)
     return report
 
 
-def _comparison(variants: list[tuple[object, str, float]],
-                rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Before/after rows: size, parameters, MACs, batch-1 latency and accuracy per variant."""
+def _comparison(variants: list[tuple[Any, str]], rows: list[dict[str, Any]],
+                accuracies: dict[tuple[str, str], float],
+                file_bytes: dict[str, int]) -> list[dict[str, Any]]:
+    """Before/after rows: size, parameters, MACs, batch-1 latency and accuracy per variant
+    (``file_bytes`` overrides the size of variants stored in their own format)."""
     from slimkit.analyse.stats import model_stats
     from slimkit.report_html import comparison_row
 
     out = []
-    for model, runtime, metric in variants:
-        name = getattr(model, "name", "?")
+    for model, runtime in variants:
+        name = model.name
         row = next((r for r in rows if r["model"] == name and r["runtime"] == runtime
                     and r["batch"] == 1), None)
-        stats = model_stats(model).to_dict()  # type: ignore[arg-type]
-        out.append(comparison_row(f"{name} ({runtime})", stats, row, metric))
+        stats = model_stats(model).to_dict()
+        if name in file_bytes:
+            stats["size_bytes"] = file_bytes[name]
+        out.append(comparison_row(f"{name} ({runtime})", stats, row,
+                                  accuracies.get((name, runtime))))
     return out
 
 
@@ -146,23 +175,50 @@ def _op_profile(models: dict[str, object], runs: int) -> dict[str, object]:
     return {"unit": "ms", "models": result}
 
 
-def _size_row(name: str, model: object) -> dict[str, object]:
+def _size_row(name: str, model: Any, accuracy: float, file_bytes: int | None) -> dict[str, Any]:
     from slimkit.analyse.stats import model_stats
 
-    stats = model_stats(model)  # type: ignore[arg-type]
-    return {"format": name, "parameters": stats.parameters, "macs": stats.macs,
-            "size_bytes": stats.size_bytes, "compressed_bytes": stats.compressed_bytes}
+    stats = model_stats(model)
+    return {"format": name, "accuracy": accuracy, "parameters": stats.parameters,
+            "macs": stats.macs, "size_bytes": file_bytes or stats.size_bytes,
+            "compressed_bytes": file_bytes or stats.compressed_bytes}
 
 
 def _prepare_folder(folder: Path) -> Path:
+    """The output folder: new, empty, or one an earlier demo wrote (its files are replaced);
+    a folder holding anything else is refused, never emptied. Checked writable before any
+    work, so a failure leaves nothing half-written."""
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"output folder '{folder}' exists and is not a folder")
+        raise OutputPathError(f"output folder '{folder}' exists and is not a folder; "
+                              "choose another with --out")
     parent = folder.parent
     if not parent.is_dir():
         raise OutputPathError(f"cannot create '{folder}': folder '{parent}' does not exist")
+    if folder.is_dir() and any(folder.iterdir()) and not _earlier_demo(folder):
+        first = sorted(p.name for p in folder.iterdir())[0]
+        raise OutputPathError(
+            f"output folder '{folder}' already holds other files (e.g. '{first}'); the demo "
+            "writes into a new or empty folder, or one an earlier demo wrote: choose another "
+            "with --out")
     try:
         folder.mkdir(exist_ok=True)
+        probe = folder / ".slimkit-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
-        raise OutputPathError(f"cannot create output folder '{folder}': {exc.strerror}") from None
+        raise OutputPathError(f"cannot write into output folder '{folder}': "
+                              f"{exc.strerror or exc}; choose another with --out") from None
     return folder
+
+
+def _earlier_demo(folder: Path) -> bool:
+    """Whether ``folder`` holds the report of an earlier ``slimkit demo``."""
+    import json
+
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(report, dict) and report.get("format") == REPORT_FORMAT
+            and str(report.get("title", "")).startswith(DEMO_TITLE))

@@ -15,10 +15,10 @@ from slimkit.report_html import sections as _sections  # noqa: F401  (registers 
 from slimkit.report_html import views as _views  # noqa: F401  (registers views)
 from slimkit.report_html.comparison import STEPS, comparison_row
 from slimkit.report_html.load import RunDocument, load_run
-from slimkit.report_html.render import SECTIONS, VIEWS, View, build_html
+from slimkit.report_html.render import SECTIONS, VIEWS, View, build_html, undrawn
 
 __all__ = ["SECTIONS", "STEPS", "VIEWS", "RunDocument", "View", "build_html", "comparison_row",
-           "load_run", "write_html_report"]
+           "load_run", "undrawn", "write_html_report"]
 
 
 def write_html_report(run: str | Path | RunDocument, output: str | Path) -> Path:

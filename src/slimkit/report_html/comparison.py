@@ -146,3 +146,45 @@ def _diff(d: dict[str, Any]) -> list[dict[str, str]]:
     return [{"step": "behaviour diff", "effect":
              f"top-1 agreement {fmt(d.get('top1_agreement'))}, "
              f"{len(d.get('flipped', []))} flipped examples shown"}]
+
+
+@STEPS.register("sensitivity")
+def _sensitivity(s: dict[str, Any]) -> list[dict[str, str]]:
+    rows = s.get("rows", [])
+    worst = min(rows, key=lambda r: r.get("metric", 1.0), default=None)
+    effect = (f"{len(rows)} points; most sensitive: {worst.get('layers')} at ratio "
+              f"{fmt(worst.get('ratio'))} -> {fmt(worst.get('metric'))} "
+              f"(baseline {fmt(s.get('baseline'))})" if worst else "no groups")
+    return [{"step": "sensitivity scan (each channel group pruned alone)", "effect": effect}]
+
+
+@STEPS.register("pruning")
+def _demo_pruning(p: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"step": f"prune {fmt(p.get('ratio'))} of channels ({p.get('importance', '')})",
+             "effect": f"parameters {fmt(p.get('parameters_before'))} -> "
+                       f"{fmt(p.get('parameters_after'))}; accuracy "
+                       f"{fmt(p.get('accuracy_original'))} -> {fmt(p.get('accuracy_pruned'))}"},
+            {"step": f"recover {fmt(p.get('steps'))} steps: fine-tune vs distill",
+             "effect": f"fine-tuned {fmt(p.get('accuracy_finetuned'))}, distilled "
+                       f"{fmt(p.get('accuracy_distilled'))}"}]
+
+
+@STEPS.register("deep_compression")
+def _deep_compression(d: dict[str, Any]) -> list[dict[str, str]]:
+    acc = d.get("accuracy", {})
+    return [{"step": "Deep Compression (prune, share weights, entropy-code) into .slim",
+             "effect": f"{fmt(d.get('file_bytes'))} bytes, {fmt(d.get('ratio'))}x smaller than "
+                       f"fp32; accuracy {fmt(acc.get('before'))} -> {fmt(acc.get('after'))}"}]
+
+
+@STEPS.register("search")
+def _search(s: dict[str, Any]) -> list[dict[str, str]]:
+    if "skipped" in s:
+        return [{"step": "automatic search", "effect": f"skipped: {s['skipped']}"}]
+    best = s.get("best") or {}
+    verdict = "budget met" if s.get("met_budget") else "budget NOT met"
+    speed = f", {fmt(best['speedup'])}x faster" if "speedup" in best else ""
+    budget = s.get("max_drop", s.get("config", {}).get("max_drop"))
+    return [{"step": f"automatic search (max drop {fmt(budget)})",
+             "effect": f"{verdict}; best trial {best.get('trial')}: drop "
+                       f"{fmt(best.get('drop'))}{speed}"}]

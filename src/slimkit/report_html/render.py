@@ -129,6 +129,22 @@ def render_view(view: View, doc: RunDocument) -> str:
     return f'<section id="{anchor(view.title)}"><h2>{esc(view.title)}</h2>{body}</section>'
 
 
+NOT_DRAWN = ('class="warn">could not be drawn', 'class="missing">Missing from this run',
+             "layout was not recognised")
+
+
+def undrawn(page: str) -> list[str]:
+    """Titles of the page's sections that say they could not be drawn or have no data.
+
+    Example:
+        >>> undrawn(build_html(RunDocument(title="t", sections={})))[:1]
+        ['Before and after']
+    """
+    blocks = re.findall(r'<section id="[^"]*"><h[23]>(.*?)</h[23]>(.*?)</section>', page, re.S)
+    return [html.unescape(title) for title, body in blocks
+            if any(marker in body for marker in NOT_DRAWN)]
+
+
 def build_html(doc: RunDocument) -> str:
     """The whole page for ``doc``: summary views first, then every section in detail."""
     views = sorted((VIEWS.get(n) for n in VIEWS.names()), key=lambda v: (v.order, v.title))

@@ -8,7 +8,8 @@ Section layouts a view reads (other techniques add data by writing these):
   metric, metric_delta}`` (any subset).
 - ``latency_by_op``: ``{"unit": "ms", "models": {name: {op_type: value}}}``.
 - ``layers``: rows ``{layer, <numeric columns: sparsity, bits, rank, sqnr_db, ...>}``.
-- ``search``: ``{"objectives": [{"name", "minimize"}, {"name", "minimize"}], "trials": [rows]}``.
+- ``search``: ``{"objectives": [{"name", "label", "minimize"}, x2], "trials": [rows]}`` (the
+  proxy trials, drawn on the two objectives) and/or ``"finalists": [rows with p50_ms, drop]``.
 - ``sensitivity``: ``{"x": label, "y": label, "layers": {layer: [[x, y], ...]}}``.
 - ``steps``: rows ``{step, effect}``; ``skipped``: rows ``{layer, why}``.
 """
@@ -88,14 +89,28 @@ def _layer_charts(rows: list[dict[str, Any]], name: str) -> list[str]:
 def pareto(doc: RunDocument) -> str | None:
     charts = []
     for name, s in _sections(doc, "search"):
-        (x, y) = s["objectives"][:2]
-        points = [(float(t[x["name"]]), float(t[y["name"]])) for t in s["trials"]
-                  if t.get(x["name"]) is not None and t.get(y["name"]) is not None]
-        front = plots.pareto_front(points, (bool(x.get("minimize", True)),
-                                            bool(y.get("minimize", False))))
-        charts.append(plots.pareto(points, front, (x["name"], y["name"]),
-                                   f"{name}: {len(points)} trials"))
+        if "objectives" in s:  # a malformed list fails here: the view is marked, not missing
+            x, y = s["objectives"][:2]
+            charts.append(_front_chart(s.get("trials", []), (x, y),
+                                       f"{name}: {{n}} proxy trials"))
+        measured = {"name": "p50_ms", "label": "latency p50 (ms, measured)", "minimize": True}
+        drop = {"name": "drop", "label": "metric drop (after fine-tuning)", "minimize": True}
+        if any("p50_ms" in r for r in s.get("finalists", [])):
+            charts.append(_front_chart(s["finalists"], (measured, drop),
+                                       f"{name}: {{n}} finalists, measured"))
     return "".join(charts) or None
+
+
+def _front_chart(rows: list[dict[str, Any]], axes: tuple[dict[str, Any], dict[str, Any]],
+                 title: str) -> str:
+    x, y = axes
+    points = [(float(r[x["name"]]), float(r[y["name"]])) for r in rows
+              if isinstance(r.get(x["name"]), (int, float))
+              and isinstance(r.get(y["name"]), (int, float))]
+    front = plots.pareto_front(points, (bool(x.get("minimize", True)),
+                                        bool(y.get("minimize", False))))
+    labels = (str(x.get("label", x["name"])), str(y.get("label", y["name"])))
+    return plots.pareto(points, front, labels, title.format(n=len(points)))
 
 
 def sensitivity(doc: RunDocument) -> str | None:

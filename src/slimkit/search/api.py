@@ -90,7 +90,9 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     start = time.monotonic()
     deadline = start + config.budget_s if config.budget_s else None
     folder = _prepare_folder(output)
-    sections: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "warnings": []}
+    sections: dict[str, Any] = {"kind": "search", "config": config.to_dict(),
+                                "seed": config.seed, "warnings": [],
+                                "objectives": report_objectives(config)}
     sections["noise"] = _noise(model, data, metric, config, sections["warnings"])
     digest = model_digest(model)
     ctx, space, sections["sensitivity"] = _prepare(model, data, train or data, metric, config,
@@ -142,6 +144,17 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
     write_text_atomic(folder / REPORT_FILE, json.dumps(sections, indent=2, default=str) + "\n")
     return SearchResult(folder, best["model"].with_onnx(folder / MODEL_FILE), recipe, met,
                         [_plain(r) for r in front], sections)
+
+
+def report_objectives(config: SearchConfig) -> list[dict[str, Any]]:
+    """The two axes of the proxy trials' Pareto front, named as the trial rows' keys (the
+    HTML report draws ``trials`` on them)."""
+    cost = "bytes" if config.objective.value == "size" else "macs"
+    label = ("weight bytes, fraction of the original" if cost == "bytes" else
+             "MACs, fraction of the original (int8 layers at 1/int8_speed)")
+    return [{"name": cost, "label": label, "minimize": True},
+            {"name": "drop", "label": "metric drop (proxy, before fine-tuning)",
+             "minimize": True}]
 
 
 def _noise(model: Model, data: Dataset, metric: UserMetric | None, config: SearchConfig,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from slimkit.errors import MissingDependencyError
+from slimkit._deps import require
 from slimkit.registry import Registry
 from slimkit.search.proxy import TrialContext, evaluate_point
 
@@ -45,11 +45,7 @@ class RayExecutor:
     (and shut down on close) unless ``address`` names a running cluster."""
 
     def __init__(self, ctx: TrialContext, workers: int = 2, address: str | None = None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise MissingDependencyError("the Ray executor needs ray: pip install "
-                                         "'slimkit[ray]'") from None
+        ray = require("ray", "the Ray executor")
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:

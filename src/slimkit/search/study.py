@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.errors import InputError, MissingDependencyError
+from slimkit._deps import require
+from slimkit.errors import InputError
 from slimkit.search.config import SamplerKind, SearchConfig
 from slimkit.search.space import INT8, SearchSpace
 
@@ -25,12 +26,7 @@ Evaluate = Callable[[list[dict[str, Any]]], list[dict[str, float]]]
 
 
 def optuna_module() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise MissingDependencyError("the search needs optuna: pip install "
-                                     "'slimkit[search]'") from None
-    return optuna
+    return require("optuna", "the automatic search")
 
 
 def storage_url(storage: str) -> str:
