@@ -4,12 +4,12 @@ Three sections, each measured interleaved within one run (rounds rotate who goes
 pinned), so its ratios hold on a shared, noisy machine:
 
     runtimes   torch eager vs torch.compile (inductor) vs ONNX Runtime, digits-cnn and
-               resnet18-cifar, batch 1 and 32, 1 thread (``slimkit.bench``); torch.compile's
+               resnet18-cifar, batch 1 and 32, 1 thread (``slimkit.bench.core``); torch.compile's
                compile time is reported apart (``compile_seconds``), not in the latencies
     pipeline   resnet18-cifar, 2-stage PipelineParallel (1 thread per stage, micro-batches of
                8) vs one process with 1 and with 2 threads, on the same examples; outputs
                compared with the single-process run
-    tuner      ``slimkit.tune`` on resnet18-cifar (ONNX Runtime): latency at batch 1, and
+    tuner      ``slimkit.bench.tune`` on resnet18-cifar (ONNX Runtime): latency at batch 1, and
                throughput within a latency bound; the final race is default vs chosen,
                side by side (the tuner keeps the default unless beaten beyond noise)
 
@@ -58,7 +58,7 @@ QUICK = Timing(rounds=3, round_seconds=0.1, pipeline_examples=32, tune_rounds=4)
 
 
 def runtimes_section(timing: Timing) -> dict[str, Any]:
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
     from slimkit.load import load_model
 
     config = BenchConfig(runtimes=("torch", "torch-compile", "onnxruntime"), threads=(1,),
@@ -138,8 +138,8 @@ def summarise(rounds: list[dict[str, float]], base: str) -> dict[str, Any]:
 
 
 def tuner_section(timing: Timing) -> dict[str, Any]:
+    from slimkit.bench.tune import TuneConfig, tune
     from slimkit.load import load_model
-    from slimkit.tune import TuneConfig, tune
 
     model = load_model("builtin:resnet18-cifar")
     out = {}
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     timing = QUICK if args.quick else FULL
     output = args.output or RESULTS / ("accel-quick.json" if args.quick else "accel.json")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
 
     started = time.perf_counter()
     if args.wait_idle > 0:

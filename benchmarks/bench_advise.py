@@ -1,4 +1,4 @@
-"""Advisor benchmark: ``slimkit.advise(..., verify=True)`` on MiniLM and MobileNetV2 — each
+"""Advisor benchmark: ``slimkit.advise.api(..., verify=True)`` on MiniLM and MobileNetV2 — each
 technique's predicted speed-up (Amdahl on measured op-type time shares and the measured int8
 GEMM ratio) next to the speed-up measured by a quick trial, and whether the predicted ordering
 of techniques matches the measured one (the issue's target).
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from slimkit import load_model
-    from slimkit.advise import AdviseConfig, advise
-    from slimkit.environment import environment
+    from slimkit.advise.api import AdviseConfig, advise
+    from slimkit.bench.environment import environment
     from slimkit.io import write_text_atomic
 
     specs = ["builtin:mobilenetv2"] if args.quick else ["builtin:minilm", "builtin:mobilenetv2"]

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer epochs, no ablation")
     p.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
     from slimkit.progress import set_quiet
 
     set_quiet(True)

@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
     from slimkit.io import write_text_atomic
 
     args = parse_args(argv)

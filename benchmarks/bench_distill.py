@@ -13,7 +13,7 @@ Sections of the result:
                 sentences (bench_quantize.sentences: word lists, nothing downloaded). Mean
                 cosine and top-5 neighbour agreement to the teacher's embeddings on held-out
                 sentences (disjoint from the training ones) before and after; ONNX Runtime
-                latency of teacher and student side by side (slimkit.bench, batch 1 x 128
+                latency of teacher and student side by side (slimkit.bench.core, batch 1 x 128
                 tokens, 1 thread); CPU seconds of the distillation.
     pruned      MiniLM with a third of its heads and half of its FFN neurons removed
                 (slimkit.prune, as bench_prune_minilm.py), distilled the same way: cosine
@@ -124,13 +124,13 @@ def split_sentences(train_count: int, test_count: int) -> tuple[list[str], list[
 
 
 def embeddings(model: Model, data: Dataset) -> np.ndarray:
-    from slimkit.evaluate import predict
+    from slimkit.evaluate.metrics import predict
 
     return predict(model, data, "torch", batch_size=64)
 
 
 def cosine_to(reference: np.ndarray, model: Model, data: Dataset) -> dict[str, float]:
-    from slimkit.evaluate import embedding_fidelity
+    from slimkit.evaluate.metrics import embedding_fidelity
 
     return {k: round(v, 4) for k, v in embedding_fidelity(reference, embeddings(model, data),
                                                           k=5).items()}
@@ -164,7 +164,7 @@ def minilm_section(quick: bool, started: float) -> dict[str, Any]:
 
 
 def speed(teacher: Model, student: Model, quick: bool) -> dict[str, Any]:
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     config = BenchConfig(runtimes=("onnxruntime",), threads=(1,), batches=(1,), sequence=128,
                          warmup=3, rounds=3 if quick else 9,

@@ -7,7 +7,7 @@ Sections of the result:
                 out) by truncated SVD at fixed ranks (and by 90% energy): parameters and MACs
                 (128 tokens), mean cosine and top-5 neighbour agreement of the sentence
                 embeddings to the original's on generated sentences, ONNX Runtime latency
-                (batch 1 x 128 tokens, 1 thread) of all variants in ONE slimkit.bench call;
+                (batch 1 x 128 tokens, 1 thread) of all variants in ONE slimkit.bench.core call;
                 then the lowest rank recovered by embedding distillation (a few CPU minutes).
     resnet      resnet18-cifar, every conv and the classifier, channel SVD and Tucker-2 at
                 several rank ratios: MACs, latency (batch 1, 1 thread, one bench call),
@@ -46,7 +46,7 @@ from bench_quantize import git_state  # noqa: E402
 from bench_runtimes import CpuMeter, cpu_detail, write_json  # noqa: E402
 
 from slimkit import load_model  # noqa: E402
-from slimkit.bench import BenchConfig, benchmark  # noqa: E402
+from slimkit.bench.core import BenchConfig, benchmark  # noqa: E402
 from slimkit.data import Dataset, synthetic  # noqa: E402
 from slimkit.lowrank import LowRankConfig, low_rank  # noqa: E402
 from slimkit.model import Model  # noqa: E402

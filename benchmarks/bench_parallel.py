@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     timing = timing_of(args)
     output = args.output or RESULTS / ("parallel-quick.json" if args.quick else "parallel.json")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
     from slimkit.export.onnx import export_onnx
     from slimkit.load import load_model
     from slimkit.parallel import available_cores

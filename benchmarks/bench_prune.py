@@ -8,7 +8,7 @@ Sections of the result:
                     tool; does it prune, run, keep the output shape, export to ONNX and verify
                     (max abs diff vs torch); parameters and MACs after
     latency         ONNX Runtime latency (1 thread, batch 1) of the unpruned model, slimkit's
-                    and Torch-Pruning's pruned models, in ONE slimkit.bench call per model
+                    and Torch-Pruning's pruned models, in ONE slimkit.bench.core call per model
                     (interleaved rounds, medians); for resnet18 also slimkit-pruned + static
                     int8 (u8 activations, s8 per-channel weights)
     accuracy        digits-cnn (the zoo's trained model) and resnet18-cifar trained here on
@@ -50,7 +50,7 @@ from bench_runtimes import CpuMeter, cpu_detail, write_json  # noqa: E402
 
 from slimkit import load_model  # noqa: E402
 from slimkit.analyse.stats import model_stats  # noqa: E402
-from slimkit.bench import BenchConfig, benchmark  # noqa: E402
+from slimkit.bench.core import BenchConfig, benchmark  # noqa: E402
 from slimkit.data import Dataset, synthetic  # noqa: E402
 from slimkit.export.onnx import export_onnx  # noqa: E402
 from slimkit.model import Model  # noqa: E402

@@ -3,7 +3,7 @@ and half of the FFN neurons (1536 -> 768) removed, with no recovery training.
 
 Measured:
     speed      ONNX Runtime (and torch with --torch) latency of the original and the pruned
-               model, batch 1 x 128 tokens, 1 thread, in ONE ``slimkit.bench.benchmark`` call
+               model, batch 1 x 128 tokens, 1 thread, in ONE ``slimkit.bench.core.benchmark`` call
                (interleaved rounds, medians); every pruned variant has the same shapes, so one
                of them is timed
     size       parameters and MACs (128 tokens) before and after
@@ -82,7 +82,7 @@ def prune_all(model: Any, calib: Any, started: float) -> dict[str, Any]:
 
 
 def fidelity(model: Any, pruned: dict[str, Any], data: Any) -> dict[str, Any]:
-    from slimkit.evaluate import embedding_fidelity, predict
+    from slimkit.evaluate.metrics import embedding_fidelity, predict
 
     reference = predict(model, data, "torch", batch_size=32)
     return {name: {k: round(v, 4) for k, v in embedding_fidelity(
@@ -93,7 +93,7 @@ def fidelity(model: Any, pruned: dict[str, Any], data: Any) -> dict[str, Any]:
 def speed(model: Any, pruned: Any, quick: bool, with_torch: bool) -> dict[str, Any]:
     import dataclasses
 
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     config = BenchConfig(runtimes=("onnxruntime", "torch") if with_torch else ("onnxruntime",),
                          threads=(1,), batches=(1,), sequence=128, warmup=3,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import slimkit
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
     from slimkit.io import write_text_atomic
     from slimkit.prune.api import size_section
 

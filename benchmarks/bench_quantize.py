@@ -13,7 +13,7 @@ starts from that file:
     slimkit-dyn         slimkit.quantize mode=dynamic (per-channel; MiniLM: attention fused)
     slimkit-static-M    slimkit.quantize mode=static, calibration method M
 
-All variants of a workload are timed in ONE ``slimkit.bench.benchmark`` call (interleaved
+All variants of a workload are timed in ONE ``slimkit.bench.core.benchmark`` call (interleaved
 rounds in rotating order, 1 thread, batch 1), so the ratios to ort-fp32 hold even when the
 machine drifts. Workloads:
 
@@ -359,7 +359,7 @@ def rel_l2(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def fidelity(kind: str, reference: np.ndarray, outputs: np.ndarray,
              labels: np.ndarray | None) -> dict[str, float]:
-    from slimkit.evaluate import accuracy, embedding_fidelity, output_fidelity
+    from slimkit.evaluate.metrics import accuracy, embedding_fidelity, output_fidelity
 
     fid = output_fidelity(reference, outputs)
     fid["rel_l2"] = rel_l2(reference, outputs)
@@ -464,7 +464,7 @@ def make_workload(name: str, sizes: Sizes, tmp: Path, started: float) -> Workloa
 
 def build_variants(wl: Workload, tmp: Path, started: float) -> dict[str, dict[str, Any]]:
     """Every variant's file, how it was made and how long that took, and its fidelity."""
-    from slimkit.evaluate import predict
+    from slimkit.evaluate.metrics import predict
 
     float_path = Path(wl.float_model.onnx_path)
     names = wl.float_model.input_names
@@ -522,7 +522,7 @@ def measure(wl: Workload, variants: dict[str, dict[str, Any]], timing: Timing, b
             only: tuple[str, ...] | None, args: argparse.Namespace,
             started: float) -> dict[str, Any]:
     """One benchmark() call over the variants (baseline first), retried under contention."""
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     models = [dataclasses.replace(wl.float_model.with_onnx(Path(info["path"])), name=variant)
               for variant, info in variants.items()
@@ -751,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     timing, sizes = (QUICK, QUICK_SIZES) if args.quick else (FULL, FULL_SIZES)
     output = args.output or RESULTS / ("quantize-quick.json" if args.quick else "quantize.json")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
 
     started = time.perf_counter()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,6 +1,6 @@
 """Runtime benchmark of the foundation: PyTorch eager vs ONNX Runtime (CPU EP), fp32.
 
-Each model is measured in its own ``slimkit.bench.benchmark`` call, so every table compares
+Each model is measured in its own ``slimkit.bench.core.benchmark`` call, so every table compares
 torch and ONNX Runtime on the same model, interleaved in the same process, at 1 and 2 threads.
 Compare ratios inside a model, not milliseconds across models or machines.
 
@@ -140,7 +140,7 @@ def timing_of(args: argparse.Namespace) -> Timing:
 def bench_model(name: str, timing: Timing, sequence: int) -> dict[str, Any]:
     """Load ``builtin:NAME`` and measure torch vs ORT at every thread count and batch size."""
     from slimkit import load_model
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     model = load_model(f"builtin:{name}")
     start, meter = time.perf_counter(), CpuMeter()
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if timing.rounds < 1 or timing.round_seconds <= 0:
         raise SystemExit("--rounds must be >= 1 and --round-seconds > 0")
     output = args.output or RESULTS / ("runtimes-quick.json" if args.quick else "runtimes.json")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
 
     started = time.perf_counter()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -154,7 +154,7 @@ def resnet_part(args: argparse.Namespace, tmp: Path, started: float) -> dict[str
 
 
 def _test_accuracy(model: Any, test: Any) -> float:
-    from slimkit.evaluate import accuracy, predict
+    from slimkit.evaluate.metrics import accuracy, predict
 
     return round(accuracy(predict(model, test, "onnxruntime"), test.labels), 4)
 

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rounds, per_client = (2, 10) if args.quick else (6, 40)
     output = args.output or RESULTS / ("serve-quick.json" if args.quick else "serve.json")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
 
     started = time.perf_counter()
     if args.wait_idle > 0:

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from slimkit.advise import AdviseConfig, Measurements, advise, amdahl, ordering_agrees
-from slimkit.advise_techniques import Int8, Trial, UnstructuredPruning
+from slimkit.advise import AdviseConfig, Measurements, advise
+from slimkit.advise.config import amdahl, ordering_agrees
+from slimkit.advise.techniques import Int8, Trial, UnstructuredPruning
 from slimkit.cli import main
 from slimkit.errors import InputError
 from slimkit.testing import tiny_model

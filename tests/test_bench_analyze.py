@@ -1,7 +1,7 @@
 import pytest
 
 from slimkit.analyse.profile import analyze
-from slimkit.bench import BenchConfig, benchmark
+from slimkit.bench.core import BenchConfig, benchmark
 from slimkit.errors import InputError
 from slimkit.export.onnx import export_onnx
 from slimkit.testing import tiny_model

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from slimkit.cli import main
-from slimkit.report_html import undrawn
+from slimkit.report.html import undrawn
 from test_report_html import artefact_dir, assert_renders_in_chromium
 
 
@@ -100,8 +100,8 @@ def test_demo_into_an_unusable_folder_fails_in_one_line_writing_nothing(tmp_path
 
 
 def test_a_folder_an_earlier_demo_wrote_is_reused(tmp_path):
-    from slimkit.demo import _prepare_folder
-    from slimkit.report import Report
+    from slimkit.demo.run import _prepare_folder
+    from slimkit.report.document import Report
 
     out = tmp_path / "demo"
     Report("slimkit demo: digits CNN", seed=0).write(out.mkdir() or out)

@@ -8,9 +8,9 @@ import torch
 
 from slimkit.cli import main
 from slimkit.data import Dataset
-from slimkit.diff import behaviour_diff, changed_neighbours, per_class_deltas, softmax
 from slimkit.errors import DataError
-from slimkit.evaluate import predict
+from slimkit.evaluate.diff import behaviour_diff, changed_neighbours, per_class_deltas, softmax
+from slimkit.evaluate.metrics import predict
 from slimkit.model import Task
 from slimkit.testing import tiny_model
 
@@ -119,7 +119,7 @@ def test_cli_diff_writes_a_report_section(tmp_path, capsys, one_torch_thread):
     section = json.loads(out.read_text())
     assert section["kind"] == "behaviour_diff" and section["flipped"] == []
     assert len(section["per_class"]) == len(set(labels.tolist()))
-    from slimkit.report_html import build_html, load_run
+    from slimkit.report.html import build_html, load_run
 
     assert "Per-class accuracy" in build_html(load_run(tmp_path))
 

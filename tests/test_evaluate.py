@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from slimkit import load_data
-from slimkit.evaluate import (
+from slimkit.evaluate.metrics import (
     accuracy,
     embedding_fidelity,
     evaluate,

@@ -71,6 +71,6 @@ def test_verbs_stay_callable_after_their_subpackages_are_imported():
 
     import slimkit
 
-    for verb in ("prune", "quantize", "cluster", "distill", "search", "advise", "tune"):
+    for verb in ("prune", "quantize", "cluster", "distill", "search", "advise", "evaluate"):
         importlib.import_module(f"slimkit.{verb}")
         assert callable(getattr(slimkit, verb)), verb

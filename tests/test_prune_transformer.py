@@ -259,7 +259,7 @@ def _sentences(seed: int, count: int) -> list[str]:
 @pytest.mark.slow
 def test_minilm_loses_a_third_of_heads_and_half_of_ffn(minilm, tmp_path):
     from slimkit import load_data
-    from slimkit.evaluate import embedding_fidelity, predict
+    from slimkit.evaluate.metrics import embedding_fidelity, predict
 
     texts = {}
     for name, seed in (("calib", 1), ("eval", 2)):

@@ -304,7 +304,7 @@ def test_static_int8_layer_sqnr_compares_the_same_tensors_as_the_diff(tmp_path, 
     # regression: QDQ folds each Conv's Relu (the Conv output takes the Relu's name), and the
     # diagnosis compared the float pre-Relu output with the int8 post-Relu one: 2-5 dB per
     # layer on a model whose accuracy did not move, while `slimkit diff` read 39-47 dB
-    from slimkit.diff import behaviour_diff
+    from slimkit.evaluate.diff import behaviour_diff
 
     test = load_data("builtin:digits:test", digits_cnn)
     result = quantize(digits_cnn, tmp_path / "q.onnx", QuantizeConfig(mode="static"),

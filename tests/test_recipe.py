@@ -79,7 +79,7 @@ def test_optional_techniques_register_when_installed():
     import importlib.util
 
     for name, module in (("distill", "slimkit.distill"), ("cluster", "slimkit.cluster"),
-                         ("lowrank", "slimkit.lowrank"), ("tune", "slimkit.tune")):
+                         ("lowrank", "slimkit.lowrank"), ("tune", "slimkit.bench.tune")):
         Recipe.from_dict({"stages": ["export"]})  # triggers optional registration
         assert (name in STAGES) == (importlib.util.find_spec(module) is not None)
 

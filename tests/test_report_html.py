@@ -7,8 +7,8 @@ import pytest
 
 from slimkit.cli import main
 from slimkit.errors import InputError
-from slimkit.report import Report
-from slimkit.report_html import SECTIONS, RunDocument, build_html, load_run, write_html_report
+from slimkit.report.document import Report
+from slimkit.report.html import SECTIONS, RunDocument, build_html, load_run, write_html_report
 from slimkit.testing.browser import check_page, find_chromium
 
 VIEW_TITLES = ("Before and after", "Latency by operator type", "Per-layer sparsity",

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from slimkit.bench.tune import Candidate, TuneConfig, _pick, tune
 from slimkit.errors import InputError
 from slimkit.runtime import RuntimeOptions
 from slimkit.runtime.config import RuntimeConfig
 from slimkit.testing import tiny_model
-from slimkit.tune import Candidate, TuneConfig, _pick, tune
 
 QUICK = {"rounds": 4, "round_seconds": 0.01}
 A, B, C = (Candidate(RuntimeOptions(threads=t)) for t in (1, 2, 3))

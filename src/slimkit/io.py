@@ -7,10 +7,12 @@ for writing.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from slimkit.errors import OutputPathError
 
@@ -125,3 +127,20 @@ def scratch_cwd() -> Iterator[Path]:
             yield Path(tmp)
         finally:
             os.chdir(before)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types; non-finite floats become strings ('inf') so the JSON stays strict."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict())
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return jsonable(value.item())
+    return str(value)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
         _advise(args, model)
         return
     from slimkit.analyse.profile import analyze
-    from slimkit.console import print_analysis
+    from slimkit.cli.console import print_analysis
 
     data = analyze(model, args.batch, args.sequence, args.threads).to_dict()
     if args.json:
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _advise(args: argparse.Namespace, model: object) -> None:
-    from slimkit.advise import AdviseConfig, advise
-    from slimkit.console import print_advice
+    from slimkit.advise.api import AdviseConfig, advise
+    from slimkit.cli.console import print_advice
     from slimkit.io import check_output_path, write_text_atomic
 
     config = AdviseConfig(verify=args.verify, threads=args.threads, batch=args.batch,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from slimkit.cli.common import csv, load, model_args
 
 if TYPE_CHECKING:
-    from slimkit.bench import BenchConfig
+    from slimkit.bench.core import BenchConfig
 
 HELP = "latency/throughput of models side by side"
 
@@ -51,8 +51,8 @@ def with_runtime_config(config: BenchConfig, path: str) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.bench import BenchConfig, benchmark
-    from slimkit.console import print_bench
+    from slimkit.bench.core import BenchConfig, benchmark
+    from slimkit.cli.console import print_bench
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.runtime import RuntimeOptions
 

@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from slimkit.cli.console import print_mapping, print_table
     from slimkit.compact import DeepCompressConfig, deep_compress, write_slim
-    from slimkit.console import print_mapping, print_table
     from slimkit.data import load_data
     from slimkit.io import check_output_path, write_text_atomic
 

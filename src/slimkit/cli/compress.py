@@ -10,7 +10,7 @@ from slimkit.cli.common import csv, load, model_args
 
 if TYPE_CHECKING:
     from slimkit.data import Dataset
-    from slimkit.evaluate import UserMetric
+    from slimkit.evaluate.metrics import UserMetric
     from slimkit.model import Model
 
 HELP = "run a recipe (--recipe FILE) or search for one under a metric budget (--auto)"
@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimkit.console import console
+    from slimkit.cli.console import console
 
     model = load(args, args.model)
     data, train = _data(args, model)
@@ -95,7 +95,7 @@ def _data(args: argparse.Namespace,
 
 
 def _metric(args: argparse.Namespace) -> UserMetric | None:
-    from slimkit.evaluate import load_user_metric
+    from slimkit.evaluate.metrics import load_user_metric
 
     return load_user_metric(args.metric) if args.metric else None
 

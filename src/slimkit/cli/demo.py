@@ -17,8 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_demo
-    from slimkit.demo import DemoConfig, run_demo
+    from slimkit.cli.console import print_demo
+    from slimkit.demo.run import DemoConfig, run_demo
 
     report = run_demo(DemoConfig(out=args.out, seed=args.seed, quick=args.quick))
     print_demo(report, {"json": args.out / "report.json", "markdown": args.out / "report.md",

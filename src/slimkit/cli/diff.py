@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from slimkit.cli.common import load
-    from slimkit.console import print_diff
+    from slimkit.cli.console import print_diff
     from slimkit.data import load_data
-    from slimkit.diff import behaviour_diff
+    from slimkit.evaluate.diff import behaviour_diff
     from slimkit.io import check_output_path, write_text_atomic
 
     if args.output:

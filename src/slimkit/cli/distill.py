@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_mapping
+    from slimkit.cli.console import print_mapping
     from slimkit.data import load_data
     from slimkit.distill import DistillConfig, distill, narrow_student, shallow_student
     from slimkit.errors import InputError

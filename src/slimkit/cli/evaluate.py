@@ -21,9 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_mapping
+    from slimkit.cli.console import print_mapping
     from slimkit.data import load_data
-    from slimkit.evaluate import evaluate, load_user_metric
+    from slimkit.evaluate.metrics import evaluate, load_user_metric
     from slimkit.load import load_model
 
     model = load(args, args.model)

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import console
+    from slimkit.cli.console import console
     from slimkit.data import load_data
     from slimkit.export.onnx import ExportConfig, export_onnx
     from slimkit.io import check_output_path

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_mapping, print_table
+    from slimkit.cli.console import print_mapping, print_table
     from slimkit.data import load_data
     from slimkit.io import check_output_path
     from slimkit.lowrank import LowRankConfig, low_rank

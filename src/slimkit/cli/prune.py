@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_prune
+    from slimkit.cli.console import print_prune
     from slimkit.data import load_data
     from slimkit.errors import InputError
     from slimkit.io import check_output_path

@@ -56,9 +56,9 @@ BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget 
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimkit.console import print_quantize
+    from slimkit.cli.console import print_quantize
     from slimkit.data import load_data
-    from slimkit.evaluate import load_user_metric
+    from slimkit.evaluate.metrics import load_user_metric
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.quantize import QuantizeConfig, quantize
 

@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from slimkit.console import console
-    from slimkit.report_html import load_run, write_html_report
+    from slimkit.cli.console import console
+    from slimkit.report.html import load_run, write_html_report
 
     source = Path(args.run)
     output = Path(args.output) if args.output else (

@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slimkit.console import print_table
+    from slimkit.bench.tune import TuneConfig, tune
+    from slimkit.cli.console import print_table
     from slimkit.io import check_output_path
-    from slimkit.tune import TuneConfig, tune
 
     check_output_path(args.output)
     config = TuneConfig(runtime=args.runtime, objective=args.objective,

@@ -96,7 +96,7 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 def _check(layers: list[tuple[str, nn.Module]], originals: dict[str, torch.Tensor],
            config: ClusterConfig) -> list[dict[str, Any]]:
     """Each codebook holds at most ``clusters`` values and kept zeros are still zero."""
-    from slimkit.evaluate import sqnr_db
+    from slimkit.evaluate.metrics import sqnr_db
 
     rows = []
     for name, sub in layers:

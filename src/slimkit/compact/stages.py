@@ -88,7 +88,7 @@ def to_half_precision(model: Model) -> Model:
 
 def accuracy_of(model: Model, data: Dataset) -> float:
     """Top-1 accuracy of the torch model on ``data``'s labels."""
-    from slimkit.evaluate import accuracy, predict
+    from slimkit.evaluate.metrics import accuracy, predict
 
     if data.labels is None:
         raise ValueError("accuracy needs labels")
@@ -117,6 +117,6 @@ def slim_bytes(model: Model, codecs: tuple[str, ...]) -> dict[str, Any]:
 
 def identical_outputs(a: Model, b: Model, data: Dataset) -> float:
     """The largest absolute difference of two models' outputs on ``data`` (0.0 = identical)."""
-    from slimkit.evaluate import predict
+    from slimkit.evaluate.metrics import predict
 
     return float(np.max(np.abs(predict(a, data) - predict(b, data))))

@@ -237,7 +237,7 @@ def _report(model: Model, result: Model, config: LowRankConfig, layers: list[dic
 def fidelity(reference: Model, candidate: Model, sample: Dataset) -> dict[str, float]:
     """How close ``candidate``'s first output is to ``reference``'s on ``sample`` (torch):
     SQNR, max abs error, top-1 agreement; cosine and neighbours for embedding models."""
-    from slimkit.evaluate import embedding_fidelity, output_fidelity
+    from slimkit.evaluate.metrics import embedding_fidelity, output_fidelity
 
     outs = []
     batch = sample.first_batch(len(sample))

@@ -177,7 +177,7 @@ def measure_latency(model: Model, pruned: Model, threads: int = 1) -> dict[str, 
     masks are baked first (the runtime sees the plain, zero-filled weights)."""
     from dataclasses import asdict
 
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
     from slimkit.prune.unstructured import finalize, has_masks
 
     if has_masks(pruned.require_module("measuring")):

@@ -12,7 +12,7 @@ from typing import Any
 
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import InputError
-from slimkit.evaluate import UserMetric
+from slimkit.evaluate.metrics import UserMetric
 from slimkit.io import atomic_path, check_output_path
 from slimkit.model import Model
 from slimkit.quantize.calibration import check_calibration
@@ -237,7 +237,7 @@ def _kept_float(layers: list[Any], job: QuantJob, aware: dict[str, Any] | None) 
 def _measure(float_model: Model, quant_model: Model, threads: int) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     result = benchmark([float_model, quant_model], BenchConfig(
         runtimes=("onnxruntime",), threads=(threads,), batches=(1,), rounds=5,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.data import Dataset
-from slimkit.evaluate import sqnr_db
+from slimkit.evaluate.metrics import sqnr_db
 from slimkit.selector import Layer
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.environment import cpu_info, has_int8_dot_product
+from slimkit.bench.environment import cpu_info, has_int8_dot_product
 from slimkit.quantize.config import ActivationType, QuantizeConfig, QuantMode
 
 # ops whose time int8 quantization turns into integer time

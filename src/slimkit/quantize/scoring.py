@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from slimkit.data import Dataset
-from slimkit.evaluate import (
+from slimkit.evaluate.metrics import (
     UserMetric,
     accuracy,
     embedding_fidelity,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slimkit.data import Dataset
-from slimkit.evaluate import UserMetric, accuracy, predict
+from slimkit.evaluate.metrics import UserMetric, accuracy, predict
 from slimkit.model import Model, Task
 
 

@@ -26,7 +26,7 @@ OPTIONAL: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "cluster": ("slimkit.cluster", ("ClusterConfig",), ("cluster",)),
     "lowrank": ("slimkit.lowrank", ("LowRankConfig", "LowrankConfig"),
                 ("low_rank", "lowrank", "factorize")),
-    "tune": ("slimkit.tune", ("TuneConfig",), ("tune",)),
+    "tune": ("slimkit.bench.tune", ("TuneConfig",), ("tune",)),
 }
 # stages that measure rather than transform: they run on torch or ONNX and keep the model
 MEASURING = ("tune",)

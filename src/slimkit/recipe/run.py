@@ -14,7 +14,7 @@ from typing import Any
 
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import InputError, VerificationError
-from slimkit.evaluate import UserMetric
+from slimkit.evaluate.metrics import UserMetric
 from slimkit.io import check_output_path, write_text_atomic
 from slimkit.model import Model
 from slimkit.recipe.recipe import Recipe
@@ -128,7 +128,7 @@ def measure_side_by_side(models: list[Model], threads: int = 1,
     relative to the first."""
     from dataclasses import asdict
 
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
 
     result = benchmark(models, BenchConfig(runtimes=("onnxruntime",), threads=(threads,),
                                            batches=(1,), rounds=rounds, round_seconds=0.2))

@@ -16,7 +16,7 @@ from typing import Any
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
-from slimkit.evaluate import UserMetric
+from slimkit.evaluate.metrics import UserMetric
 from slimkit.model import Model
 from slimkit.registry import Registry
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import Dataset
-from slimkit.evaluate import UserMetric
+from slimkit.evaluate.metrics import UserMetric
 from slimkit.io import write_text_atomic
 from slimkit.model import Model
 from slimkit.prune.batchnorm import has_batchnorm

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import Dataset
-from slimkit.evaluate import UserMetric
+from slimkit.evaluate.metrics import UserMetric
 from slimkit.model import Model
 from slimkit.prune import PruneConfig
 from slimkit.prune.batchnorm import BatchNormConfig

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimkit.evaluate import sqnr_db
+from slimkit.evaluate.metrics import sqnr_db
 from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 from slimkit.testing.cnns import CNN_NAMES, cnn_model  # noqa: F401  (re-export)
 from slimkit.testing.transformers import (  # noqa: F401  (re-export)

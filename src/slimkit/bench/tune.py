@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.bench import timed_runs
+from slimkit.bench.core import timed_runs
 from slimkit.config import coerce_enums, config_to_dict
 from slimkit.data import synthetic
 from slimkit.errors import InputError
@@ -141,7 +141,7 @@ def _unit(config: TuneConfig) -> str:
 
 def _target(model: Model, runtime: str, folder: Path) -> Model:
     """The model the runtime opens: a torch model is exported once for ONNX runtimes."""
-    from slimkit.bench import TORCH_RUNTIMES
+    from slimkit.bench.core import TORCH_RUNTIMES
     from slimkit.export.onnx import export_onnx
 
     if runtime in TORCH_RUNTIMES or model.module is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimkit.report import fmt
-from slimkit.report_html import plots
-from slimkit.report_html.load import RunDocument
-from slimkit.report_html.render import SECTIONS, esc, generic, table
+from slimkit.report.format import fmt
+from slimkit.report.html import plots
+from slimkit.report.html.load import RunDocument
+from slimkit.report.html.render import SECTIONS, esc, generic, table
 
 BENCH_COLUMNS = ["model", "runtime", "threads", "batch", "p50_ms", "p90_ms", "p99_ms",
                  "throughput", "speedup", "other_cpu_cores"]

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from slimkit.io import jsonable
 from slimkit.registry import Registry
-from slimkit.report import _jsonable, fmt
-from slimkit.report_html.load import RunDocument
-from slimkit.report_html.style import CSS
+from slimkit.report.format import fmt
+from slimkit.report.html.load import RunDocument
+from slimkit.report.html.style import CSS
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 40  # longer tables show this many rows and fold the rest into a <details>
@@ -78,7 +79,7 @@ def _cell(value: Any) -> str:
 
 def generic(content: Any, doc: RunDocument | None = None) -> str:
     """Any JSON content: tables for flat dicts and lists of dicts, nested blocks otherwise."""
-    content = _jsonable(content)
+    content = jsonable(content)
     if isinstance(content, list) and content and all(isinstance(r, dict) for r in content):
         return table(content)
     if isinstance(content, dict):
@@ -154,7 +155,7 @@ def build_html(doc: RunDocument) -> str:
                for name, content in doc.sections.items()]
     nav = "".join(f'<a href="#{anchor(v.title)}">{esc(v.title)}</a>' for v in views)
     warnings = "".join(f'<p class="warn">{esc(w)}</p>' for w in doc.warnings)
-    data = json.dumps(_jsonable({"title": doc.title, "created": doc.created, "seed": doc.seed,
+    data = json.dumps(jsonable({"title": doc.title, "created": doc.created, "seed": doc.seed,
                                  "sections": doc.sections, "environment": doc.environment}))
     data = data.replace("</", "<\\/")  # cannot close the script element early
     meta = f"created {esc(doc.created or 'unknown')} · seed {esc(doc.seed)}"

@@ -20,7 +20,7 @@ import numpy as np
 
 from slimkit.data import Dataset
 from slimkit.errors import DataError
-from slimkit.evaluate import embedding_fidelity, output_fidelity, predict, sqnr_db
+from slimkit.evaluate.metrics import embedding_fidelity, output_fidelity, predict, sqnr_db
 from slimkit.model import Model, Task
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,9 @@ class BehaviourDiff:
     layer_sqnr_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        from slimkit.report import _jsonable
+        from slimkit.io import jsonable
 
-        return _jsonable({"kind": "behaviour_diff", **vars(self)})  # type: ignore[no-any-return]
+        return jsonable({"kind": "behaviour_diff", **vars(self)})  # type: ignore[no-any-return]
 
 
 def behaviour_diff(original: Model, compressed: Model, data: Dataset, *, max_flipped: int = 20,

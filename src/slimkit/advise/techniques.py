@@ -1,4 +1,4 @@
-"""The techniques the advisor (``slimkit.advise``) assesses: each predicts its speed-up from the
+"""The techniques the advisor (``slimkit.advise.api``) assesses: each predicts its speed-up from the
 measurements and, for ``--verify``, runs a quick trial through slimkit's own verbs and measures
 it side by side with its float baseline. A technique is registered in ``TECHNIQUES``."""
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from slimkit.advise import AdviseConfig, Measurements, Recommendation, amdahl
+from slimkit.advise.config import AdviseConfig, Measurements, Recommendation, amdahl
 from slimkit.errors import SlimkitError
 from slimkit.model import Model
 from slimkit.registry import Registry
@@ -178,7 +178,7 @@ class UnstructuredPruning:
 
 
 def _fidelity(trial: Trial, candidate: Model) -> str:
-    from slimkit.evaluate import output_fidelity, predict
+    from slimkit.evaluate.metrics import output_fidelity, predict
 
     data = _synthetic(trial, 8)
     ref, out = predict(trial.model, data), predict(candidate, data)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimkit.io import write_text_atomic
-from slimkit.report_html import sections as _sections  # noqa: F401  (registers renderers)
-from slimkit.report_html import views as _views  # noqa: F401  (registers views)
-from slimkit.report_html.comparison import STEPS, comparison_row
-from slimkit.report_html.load import RunDocument, load_run
-from slimkit.report_html.render import SECTIONS, VIEWS, View, build_html, undrawn
+from slimkit.report.html import sections as _sections  # noqa: F401  (registers renderers)
+from slimkit.report.html import views as _views  # noqa: F401  (registers views)
+from slimkit.report.html.comparison import STEPS, comparison_row
+from slimkit.report.html.load import RunDocument, load_run
+from slimkit.report.html.render import SECTIONS, VIEWS, View, build_html, undrawn
 
 __all__ = ["SECTIONS", "STEPS", "VIEWS", "RunDocument", "View", "build_html", "comparison_row",
            "load_run", "undrawn", "write_html_report"]
@@ -26,7 +26,7 @@ def write_html_report(run: str | Path | RunDocument, output: str | Path) -> Path
 
     Example:
         >>> import tempfile, pathlib
-        >>> from slimkit.report import Report
+        >>> from slimkit.report.document import Report
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> r = Report("t", seed=0)
         >>> r.add("size", {"parameters": 10})

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimkit.report_html import plots
-from slimkit.report_html.comparison import comparison_rows
-from slimkit.report_html.load import RunDocument
-from slimkit.report_html.render import VIEWS, View, esc, table
+from slimkit.report.html import plots
+from slimkit.report.html.comparison import comparison_rows
+from slimkit.report.html.load import RunDocument
+from slimkit.report.html.render import VIEWS, View, esc, table
 
 LAYER_COLUMNS = ("sparsity", "bits", "rank", "kept_ratio", "sqnr_db")
 
@@ -142,7 +142,7 @@ def _sensitivity_series(s: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, s
 
 
 def steps(doc: RunDocument) -> str | None:
-    from slimkit.report_html.comparison import derived_steps
+    from slimkit.report.html.comparison import derived_steps
 
     rows = [row for _, s in _sections(doc, "steps") for row in s] or derived_steps(doc)
     return table(rows, ["step", "effect"]) if rows else None

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from slimkit.report import fmt
+from slimkit.report.format import fmt
 
 # a pipe or a log file has no width; rich would then cut tables at 80 columns
 console = Console(width=None if sys.stdout.isatty() else 140)

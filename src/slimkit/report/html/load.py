@@ -12,7 +12,7 @@ from typing import Any
 from slimkit.errors import InputError
 
 REPORT_FORMAT = "slimkit-report"
-REPORT_VERSION = 1  # keep equal to slimkit.report.REPORT_VERSION
+REPORT_VERSION = 1  # keep equal to slimkit.report.document.REPORT_VERSION
 MAX_JSON_BYTES = 64 * 2**20
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.errors import OutputPathError
-from slimkit.report import REPORT_FORMAT, Report
+from slimkit.report.document import REPORT_FORMAT, Report
 
 DEMO_MODEL = "builtin:digits-cnn"
 DEMO_TITLE = "slimkit demo"
@@ -45,11 +45,11 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         True
     """
     from slimkit import demo_stages as stages
-    from slimkit.bench import BenchConfig, benchmark
+    from slimkit.bench.core import BenchConfig, benchmark
+    from slimkit.bench.environment import environment
     from slimkit.data import load_data
-    from slimkit.diff import behaviour_diff
-    from slimkit.environment import environment
-    from slimkit.evaluate import accuracy, output_fidelity, predict
+    from slimkit.evaluate.diff import behaviour_diff
+    from slimkit.evaluate.metrics import accuracy, output_fidelity, predict
     from slimkit.export.onnx import export_onnx
     from slimkit.load import load_model
     from slimkit.quantize import QuantizeConfig, QuantMode, quantize
@@ -149,7 +149,7 @@ def _comparison(variants: list[tuple[Any, str]], rows: list[dict[str, Any]],
     """Before/after rows: size, parameters, MACs, batch-1 latency and accuracy per variant
     (``file_bytes`` overrides the size of variants stored in their own format)."""
     from slimkit.analyse.stats import model_stats
-    from slimkit.report_html import comparison_row
+    from slimkit.report.html import comparison_row
 
     out = []
     for model, runtime in variants:

@@ -33,7 +33,7 @@ def pruning_and_recovery(model: Model, train: Dataset, test: Dataset, out: Path,
     """Remove 70% of the channels, recover two ways, save the distilled student; return the
     report section and the distilled model (benchmarked by the demo)."""
     from slimkit.distill import DistillConfig, distill
-    from slimkit.evaluate import accuracy, predict
+    from slimkit.evaluate.metrics import accuracy, predict
     from slimkit.prune import PruneConfig, prune
 
     pruned = prune(model, PruneConfig(ratio=PRUNE_RATIO, round_to=4, seed=seed))

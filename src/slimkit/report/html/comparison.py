@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from slimkit.registry import Registry
-from slimkit.report import fmt
-from slimkit.report_html.load import RunDocument
+from slimkit.report.format import fmt
+from slimkit.report.html.load import RunDocument
 
 StepDeriver = Callable[[Any], list[dict[str, str]]]
 STEPS: Registry[StepDeriver] = Registry("report step")
