@@ -37,9 +37,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
 
-from bench_runtimes import cpu_detail, wait_until_idle, write_json  # noqa: E402
+from common import cpu_detail, wait_until_idle, write_json  # noqa: E402
 
 MODELS = ("builtin:digits-cnn", "builtin:resnet18-cifar")
 PIPELINE_MODEL = "builtin:resnet18-cifar"

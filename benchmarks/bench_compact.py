@@ -37,9 +37,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
 
-from bench_runtimes import write_json  # noqa: E402
+from common import write_json  # noqa: E402
 
 MODELS = ("digits-mlp", "digits-cnn")
 # the recipe: DeepCompressConfig's defaults (global magnitude pruning, 16 linear-seeded clusters
@@ -53,7 +52,7 @@ TARGET_RATIO, TARGET_DROP_POINTS = 40.0, 0.5
 def compress_model(name: str, quick: bool) -> dict[str, Any]:
     import slimkit
     from slimkit.compact import DeepCompressConfig, deep_compress
-    from slimkit.prune.unstructured import weights_bytes
+    from slimkit.graph.masks import weights_bytes
 
     model = slimkit.load_model(f"builtin:{name}")
     train = slimkit.load_data("builtin:digits:train", model)

@@ -2,7 +2,7 @@
 (torch.distributed, gloo) with half the cores each, side by side in one run.
 
 builtin:resnet18-cifar (11.2 M parameters, BatchNorm) on digits upsampled to 3x32x32
-(``bench_search.digits32``), Adam, the same global batch and seed for both. Each measurement
+(``common.digits_as``), Adam, the same global batch and seed for both. Each measurement
 is one ``slimkit.prune.finetune.finetune`` call of S steps (``max_batches``); the time per step
 is ``(t(S_long) - t(S_short)) / (S_long - S_short)``, which removes the fixed costs of a call
 (model copy, pickling, worker start-up, weights back through safetensors), reported apart as
@@ -34,7 +34,7 @@ def log(started: float, message: str) -> None:
 
 
 def timed_call(model: Any, data: Any, config: Any) -> tuple[float, list[float]]:
-    from slimkit.prune.finetune import finetune
+    from slimkit.train.finetune import finetune
 
     start = time.perf_counter()
     result = finetune(model, data, config)
@@ -42,18 +42,16 @@ def timed_call(model: Any, data: Any, config: Any) -> tuple[float, list[float]]:
 
 
 def measure(args: argparse.Namespace, started: float) -> dict[str, Any]:
-    from bench_search import digits32
+    from common import digits_as
 
     import slimkit
-    from slimkit.data import Dataset
     from slimkit.parallel.assign import available_cores
-    from slimkit.prune.finetune import FinetuneConfig
+    from slimkit.train.finetune import FinetuneConfig
 
     cores = available_cores()
     torch.set_num_threads(cores)  # the one-process set-up uses every core
     model = slimkit.load_model("builtin:resnet18-cifar")
-    x, y = digits32("train")
-    data = Dataset({model.input_names[0]: x}, y, "digits32")
+    data = digits_as(model, "train")
     setups = {f"1 process x {cores} threads": 1,
               f"{WORKERS} workers x {max(1, cores // WORKERS)} threads": WORKERS}
 

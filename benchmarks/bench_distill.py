@@ -41,10 +41,17 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-from bench_quantize import git_state, sentences  # noqa: E402  (generated sentences)
-from bench_runtimes import CpuMeter, cpu_detail, write_json  # noqa: E402
+from common import (  # noqa: E402
+    CpuMeter,
+    cosine_to,
+    cpu_detail,
+    embeddings,
+    git_state,
+    split_sentences,
+    text_data,
+    write_json,
+)
 
 from slimkit import load_data, load_model  # noqa: E402
 from slimkit.data import Dataset  # noqa: E402
@@ -108,32 +115,6 @@ def digits_section(quick: bool, started: float) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- minilm
-
-def text_data(model: Model, texts: list[str]) -> Dataset:
-    encoded = model.tokenizer(texts, padding="longest", truncation=True, max_length=128,
-                              return_tensors="np")
-    return Dataset({s.name: np.asarray(encoded[s.name]).astype(s.dtype) for s in model.inputs},
-                   None, "sentences")
-
-
-def split_sentences(train_count: int, test_count: int) -> tuple[list[str], list[str]]:
-    held_out = sentences(test_count, seed=7)
-    seen = set(held_out)
-    train = [s for s in sentences(train_count + test_count, seed=11) if s not in seen]
-    return train[:train_count], held_out
-
-
-def embeddings(model: Model, data: Dataset) -> np.ndarray:
-    from slimkit.evaluate.metrics import predict
-
-    return predict(model, data, "torch", batch_size=64)
-
-
-def cosine_to(reference: np.ndarray, model: Model, data: Dataset) -> dict[str, float]:
-    from slimkit.evaluate.metrics import embedding_fidelity
-
-    return {k: round(v, 4) for k, v in embedding_fidelity(reference, embeddings(model, data),
-                                                          k=5).items()}
 
 
 def minilm_config(quick: bool) -> DistillConfig:

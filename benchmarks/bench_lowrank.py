@@ -39,11 +39,19 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-from bench_distill import cosine_to, embeddings, split_sentences, text_data  # noqa: E402
-from bench_quantize import git_state  # noqa: E402
-from bench_runtimes import CpuMeter, cpu_detail, write_json  # noqa: E402
+from common import (  # noqa: E402
+    CpuMeter,
+    cosine_to,
+    cpu_detail,
+    digits_as,
+    embeddings,
+    git_state,
+    split_sentences,
+    text_data,
+    trained_resnet18_cifar,
+    write_json,
+)
 
 from slimkit import load_model  # noqa: E402
 from slimkit.bench.core import BenchConfig, benchmark  # noqa: E402
@@ -130,7 +138,6 @@ def resnet_section(quick: bool, started: float, trained: bool) -> dict[str, Any]
     model: Model
     test: Dataset
     if trained:
-        from bench_prune import digits_as, trained_resnet18_cifar
 
         model = trained_resnet18_cifar(4)
         test = digits_as(model, "test")

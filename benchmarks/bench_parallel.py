@@ -46,15 +46,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
-
-from bench_runtimes import (  # noqa: E402  (the runtime benchmark's idle-wait and helpers)
-    BUSY_CORES,
-    cpu_detail,
-    gemm_gflops,
-    wait_until_idle,
-    write_json,
-)
+from bench_runtimes import gemm_gflops  # noqa: E402
+from common import BUSY_CORES, cpu_detail, wait_until_idle, write_json  # noqa: E402
 
 MODEL = "builtin:resnet18-cifar"
 BATCH = 32

@@ -40,28 +40,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-from bench_runtimes import CpuMeter, cpu_detail, write_json  # noqa: E402
+from common import CpuMeter, cpu_detail, digits_as, trained_resnet18_cifar, write_json  # noqa: E402
 
 from slimkit import load_model  # noqa: E402
 from slimkit.analyse.stats import model_stats  # noqa: E402
 from slimkit.bench.core import BenchConfig, benchmark  # noqa: E402
-from slimkit.data import Dataset, synthetic  # noqa: E402
+from slimkit.data import synthetic  # noqa: E402
+from slimkit.evaluate.torch_metric import metric  # noqa: E402
 from slimkit.export.onnx import export_onnx  # noqa: E402
 from slimkit.model import Model  # noqa: E402
 from slimkit.prune import PruneConfig, prune  # noqa: E402
-from slimkit.prune.finetune import (  # noqa: E402
-    FinetuneConfig,
-    finetune,
-    metric,
-    prune_and_finetune,
-)
+from slimkit.prune.iterative import prune_and_finetune  # noqa: E402
 from slimkit.testing.cnns import CNN_NAMES, cnn_model  # noqa: E402
+from slimkit.train.finetune import FinetuneConfig  # noqa: E402
 
 SECTIONS = ("architectures", "latency", "accuracy")
 RATIO = 0.5
@@ -182,40 +177,6 @@ def int8(model: Model, tmp: Path) -> Model:
 
 
 # ---- accuracy ----------------------------------------------------------------------------
-
-def digits_as(model: Model, split: str) -> Dataset:
-    """Digits shaped for ``model``: as they are for 1x8x8 inputs, upsampled (bilinear) to the
-    model's spatial size and repeated over its channels otherwise."""
-    from slimkit.data.digits import digits_splits
-
-    images, labels = digits_splits()[split]
-    shape = model.inputs[0].shape[1:]
-    x = torch.from_numpy(images)
-    if tuple(x.shape[1:]) != tuple(shape):
-        x = torch.nn.functional.interpolate(x, size=tuple(shape[1:]), mode="bilinear",
-                                            align_corners=False).repeat(1, shape[0], 1, 1)
-    return Dataset({model.input_names[0]: x.numpy().astype(np.float32)}, labels,
-                   f"digits:{split}")
-
-
-def trained_resnet18_cifar(epochs: int) -> Model:
-    """resnet18-cifar trained on upsampled digits (seed 0), cached beside the zoo's weights."""
-    from safetensors.torch import load_file, save_file
-
-    from slimkit.io import atomic_path
-    from slimkit.load.zoo import cache_dir
-
-    model = zoo_model("resnet18-cifar")
-    path = cache_dir() / "bench" / f"resnet18-cifar-digits-e{epochs}-seed0.safetensors"
-    if path.is_file():
-        model.module.load_state_dict(load_file(str(path)))
-        return model
-    train = digits_as(model, "train")
-    trained = finetune(model, train, FinetuneConfig(epochs=epochs, lr=1e-3, batch_size=64)).model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in trained.module.state_dict().items()}, str(tmp))
-    return trained
 
 
 def accuracy(quick: bool) -> list[dict]:

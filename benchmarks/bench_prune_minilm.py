@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from bench_quantize import git_state, sentences  # noqa: E402  (the same generated sentences)
+from common import git_state, sentences  # noqa: E402  (the generated sentences)
 
 HEAD_RATIO, FFN_RATIO = 1 / 3, 0.5
 VARIANTS = {  # name: (importance, bias compensation)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shlex
 import sys
@@ -29,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from common import BUSY_CORES, CpuMeter, cpu_detail, wait_until_idle, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -43,7 +44,6 @@ CASES: dict[str, tuple[int, ...]] = {
 }
 THREADS = (1, 2)
 RUNTIMES = ("torch", "onnxruntime")
-BUSY_CORES = 0.15  # other processes using more than this (on average) spoil a measurement
 
 
 @dataclass(frozen=True)
@@ -53,47 +53,6 @@ class Timing:
     rounds: int
     round_seconds: float
     warmup: int
-
-
-class CpuMeter:
-    """CPU time used by other processes (and stolen by the hypervisor) while we measure: on a
-    2-core machine one busy neighbour ruins 2-thread numbers, so the result records it."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self._proc = psutil.Process()
-        self._start = self._read()
-
-    def _read(self) -> tuple[float, float, float, float]:
-        t = self._psutil.cpu_times()
-        busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-        own = self._proc.cpu_times()
-        return time.perf_counter(), busy, own.user + own.system, getattr(t, "steal", 0.0)
-
-    def cores(self) -> dict[str, float]:
-        """Average cores used by other processes, and stolen, since this meter started."""
-        now = self._read()
-        wall = max(now[0] - self._start[0], 1e-9)
-        foreign = (now[1] - self._start[1]) - (now[2] - self._start[2])
-        return {"foreign_cores": round(max(foreign, 0.0) / wall, 3),
-                "steal_cores": round((now[3] - self._start[3]) / wall, 3)}
-
-
-def wait_until_idle(max_seconds: float, threshold: float = BUSY_CORES) -> float:
-    """Wait (up to ``max_seconds``) until other processes use under ``threshold`` cores."""
-    start = time.perf_counter()
-    while True:
-        meter = CpuMeter()
-        time.sleep(1.0)
-        busy = meter.cores()["foreign_cores"]
-        waited = time.perf_counter() - start
-        if busy < threshold or waited >= max_seconds:
-            return busy
-        print(f"  other processes use {busy:.2f} cores; waiting ({waited:.0f}s)",
-              file=sys.stderr, flush=True)
-        time.sleep(4.0)
 
 
 def _timed_wait(max_seconds: float) -> float:
@@ -187,21 +146,6 @@ def markdown(lines: list[dict[str, Any]], sequence: int) -> str:
     return "\n".join(out)
 
 
-def cpu_detail() -> dict[str, str]:
-    """CPU family/model/stepping and clock: "AMD EPYC" alone does not tell Zen1 from Zen3."""
-    keys = {"cpu family", "model", "stepping", "cpu MHz", "cache size"}
-    detail: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in keys and key.strip() not in detail:
-                    detail[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return detail
-
-
 def gemm_gflops(size: int = 2048, runs: int = 5) -> dict[str, float]:
     """fp32 torch.mm speed at each thread count: the ceiling ANCHORS.md quotes (74 / 155
     GFLOP/s on its Zen3), to tell how this machine compares before reading milliseconds."""
@@ -224,14 +168,6 @@ def _seconds(fn: Any) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    from slimkit.io import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from common import digits_as, trained_resnet18_cifar
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "search.json"
@@ -42,40 +41,6 @@ def log(started: float, message: str) -> None:
     print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def digits32(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Digits images (8x8) upsampled to 3x32x32 (bilinear), labels."""
-    from slimkit.data.digits import digits_splits
-
-    x, y = digits_splits()[split]
-    t = torch.from_numpy(x.reshape(len(x), 1, 8, 8).astype(np.float32))
-    up = torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)
-    return up.repeat(1, 3, 1, 1).numpy(), y.astype(np.int64)
-
-
-def trained_resnet(epochs: int, started: float) -> tuple[Any, dict[str, Any]]:
-    """builtin:resnet18-cifar trained on digits32 (Adam, cosine, seeded; cached)."""
-    from safetensors.torch import load_file, save_file
-
-    import slimkit
-    from slimkit.data import Dataset
-    from slimkit.load.zoo import cache_dir
-    from slimkit.recipe import FinetuneConfig, finetune
-
-    model = slimkit.load_model("builtin:resnet18-cifar")
-    path = cache_dir() / "bench" / f"resnet18-cifar-digits-e{epochs}-s{TRAIN_SEED}.safetensors"
-    if path.is_file():
-        model.module.load_state_dict(load_file(str(path)))
-        log(started, f"trained resnet18-cifar read from {path}")
-        return model, {"cached": str(path), "epochs": epochs}
-    x, y = digits32("train")
-    trained, report = finetune(model, FinetuneConfig(epochs=epochs, lr=1e-3, batch_size=64,
-                                                     seed=TRAIN_SEED), Dataset({"input": x}, y))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in trained.module.state_dict().items()}, str(path))
-    log(started, f"trained resnet18-cifar on digits ({epochs} epochs): {report}")
-    return trained, report
-
-
 def accuracy_of(model: Any, data: Any) -> float:
     from slimkit.recipe.metric import Scorer
 
@@ -84,17 +49,17 @@ def accuracy_of(model: Any, data: Any) -> float:
 
 def resnet_part(args: argparse.Namespace, tmp: Path, started: float) -> dict[str, Any]:
     import slimkit
-    from slimkit.data import Dataset
     from slimkit.prune import PruneConfig
-    from slimkit.prune.batchnorm import BatchNormConfig
     from slimkit.quantize import QuantizeConfig
     from slimkit.recipe import FinetuneConfig, Recipe, Stage, compress
     from slimkit.recipe.run import measure_side_by_side
     from slimkit.search import SearchConfig, search
+    from slimkit.train.batchnorm import BatchNormConfig
 
-    model, training = trained_resnet(args.train_epochs, started)
-    val, train, test = (Dataset({"input": a}, b) for a, b in
-                        (digits32("val"), digits32("train"), digits32("test")))
+    model = trained_resnet18_cifar(args.train_epochs, TRAIN_SEED)
+    training = {"epochs": args.train_epochs, "seed": TRAIN_SEED}
+    log(started, f"resnet18-cifar trained on digits ({args.train_epochs} epochs)")
+    val, train, test = (digits_as(model, split) for split in ("val", "train", "test"))
     ft = FinetuneConfig(epochs=args.finetune_epochs, lr=1e-3, seed=0)
     out: dict[str, Any] = {"training": training, "budget_points": BUDGET * 100,
                            "val_examples": len(val), "test_examples": len(test)}
@@ -160,15 +125,13 @@ def _test_accuracy(model: Any, test: Any) -> float:
 
 
 def minilm_part(args: argparse.Namespace, tmp: Path, started: float) -> dict[str, Any]:
+    from common import sentences
     from onnxruntime.quantization import quantize_dynamic
 
     import slimkit
     from slimkit.recipe.metric import Scorer
     from slimkit.recipe.run import measure_side_by_side
     from slimkit.search import SearchConfig, search
-
-    sys.path.insert(0, str(HERE))
-    from bench_quantize import sentences
 
     model = slimkit.load_model("builtin:minilm")
     texts = {"eval": sentences(64, 1), "train": sentences(256, 2)}

@@ -9,10 +9,10 @@ import torch
 
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import InputError
-from slimkit.prune import PruneConfig, prune, recalibrate_batchnorm
-from slimkit.prune.batchnorm import BatchNormConfig
+from slimkit.prune import PruneConfig, prune
 from slimkit.testing import tiny_model
 from slimkit.testing.cnns import cnn_model
+from slimkit.train.batchnorm import BatchNormConfig, recalibrate_batchnorm
 
 
 def _norms(module):

@@ -12,7 +12,8 @@ from slimkit.cluster.kmeans import density_init, linear_init
 from slimkit.cluster.sharing import SharedCentroids
 from slimkit.data import Dataset
 from slimkit.errors import InputError
-from slimkit.prune import PruneConfig, finalize, prune
+from slimkit.graph.masks import finalize
+from slimkit.prune import PruneConfig, prune
 from slimkit.testing import tiny_model
 
 

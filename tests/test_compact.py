@@ -26,8 +26,9 @@ from slimkit.compact.codecs import ALL_CODECS, decode, encode_best
 from slimkit.compact.layout import decode_float, encode_float
 from slimkit.data import Dataset
 from slimkit.errors import InputError, ModelLoadError, OutputPathError
+from slimkit.graph.masks import finalize
 from slimkit.load import load_model
-from slimkit.prune import PruneConfig, finalize, prune
+from slimkit.prune import PruneConfig, prune
 from slimkit.testing import tiny_model
 
 

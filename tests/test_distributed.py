@@ -16,13 +16,14 @@ import pytest
 import torch
 
 from slimkit.data import Dataset
-from slimkit.distributed import finetune_ddp, launched_by_torchrun
-from slimkit.distributed.replica import threads_per_rank
 from slimkit.errors import InputError
 from slimkit.parallel.errors import WorkerCrashedError, WorkerError, WorkerTimeoutError
 from slimkit.prune import PruneConfig, PruneMode, prune
-from slimkit.prune.finetune import FinetuneConfig, TrainBatch, TrainHooks, finetune
 from slimkit.testing import tiny_model
+from slimkit.train.ddp import finetune_ddp, launched_by_torchrun
+from slimkit.train.finetune import FinetuneConfig, TrainHooks, finetune
+from slimkit.train.loop import TrainBatch
+from slimkit.train.replica import threads_per_rank
 
 # float sums in another order (per-worker partial sums, then the all-reduce): a few ulps per
 # step, over 14 Adam steps on weights of magnitude ~0.5

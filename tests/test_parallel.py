@@ -18,6 +18,7 @@ import torch
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError, ModelLoadError
+from slimkit.export.sessions import session_for
 from slimkit.load import load_model
 from slimkit.parallel import (
     AdvancedParallelOptions,
@@ -34,7 +35,7 @@ from slimkit.parallel import (
 )
 from slimkit.parallel.assign import check_fingerprints, core_plan
 from slimkit.parallel.spec import prepare, weights_fingerprint
-from slimkit.runtime import RuntimeOptions, create_session
+from slimkit.runtime import RuntimeOptions
 from slimkit.testing import assert_close_to_reference, tiny_mlp
 
 MLP = "slimkit.testing:tiny_mlp"
@@ -70,7 +71,7 @@ def examples(n: int, shape: tuple[int, ...] = (8,), seed: int = 0) -> np.ndarray
 def single_process(spec: str | ModelSpec, runtime: str, x: np.ndarray) -> np.ndarray:
     """The reference: one session, one thread, the whole input as one batch."""
     model = spec.load() if isinstance(spec, ModelSpec) else load_model(spec)
-    session = create_session(model, runtime, RuntimeOptions(threads=1))
+    session = session_for(model, runtime, RuntimeOptions(threads=1))
     try:
         with session.pinned():
             return session.run({"input": x})[0]

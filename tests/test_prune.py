@@ -13,7 +13,6 @@ from torch.nn import functional as F
 from slimkit import load_data, load_model
 from slimkit.errors import InputError, ModelLoadError
 from slimkit.export.onnx import export_onnx
-from slimkit.load.architectures import DigitsCNN
 from slimkit.model import Model, Task, TensorSpec
 from slimkit.prune import (
     PruneConfig,
@@ -27,6 +26,7 @@ from slimkit.prune.decide import decide_global, kept_count
 from slimkit.prune.structured import structured_model
 from slimkit.testing import assert_close_to_reference
 from slimkit.testing.pruning import zero_removed
+from slimkit.zoo.architectures import DigitsCNN
 
 SMALL_INPUT = {"resnet18": (1, 3, 64, 64), "mobilenetv2": (1, 3, 64, 64)}  # fast to trace
 
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def builtin(name: str) -> Model:
     if name == "digits-cnn":  # its architecture, untrained: training it takes a minute
         torch.manual_seed(0)
-        return Model(name=name, source="slimkit.load.architectures:DigitsCNN",
+        return Model(name=name, source="slimkit.zoo.architectures:DigitsCNN",
                      module=DigitsCNN().eval(), task=Task.CLASSIFICATION,
                      inputs=(TensorSpec("input", ("batch", 1, 8, 8)),))
     model = load_model(f"builtin:{name}")

@@ -12,20 +12,16 @@ from torch.nn import functional as F
 from slimkit.cli import main
 from slimkit.data import Dataset
 from slimkit.errors import InputError
+from slimkit.evaluate.torch_metric import metric
+from slimkit.graph.plan import LayerEdit, PrunePlan, compose_plans
 from slimkit.prune import PruneConfig, apply_plan, load_pruned, prune
-from slimkit.prune.finetune import (
-    FinetuneConfig,
-    TrainHooks,
-    finetune,
-    metric,
-    prune_and_finetune,
-)
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
-from slimkit.prune.plan import LayerEdit, PrunePlan, compose_plans
+from slimkit.prune.iterative import prune_and_finetune
 from slimkit.prune.regularise import slimming_penalty
 from slimkit.prune.sensitivity import config_from_scan, sensitivity_scan
 from slimkit.testing import assert_close_to_reference, tiny_model
 from slimkit.testing.cnns import INPUT_SHAPE, cnn_model
+from slimkit.train.finetune import FinetuneConfig, TrainHooks, finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,9 +5,11 @@ import torch
 
 from slimkit import load_data
 from slimkit.errors import InputError
+from slimkit.graph.masks import finalize
 from slimkit.model import Model, Task, TensorSpec
-from slimkit.prune import PruneConfig, cubic_sparsity, finalize, load_pruned, prune
+from slimkit.prune import PruneConfig, load_pruned, prune
 from slimkit.testing import assert_close_to_reference
+from slimkit.train.schedules import cubic_sparsity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -15,10 +17,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def digits_cnn() -> Model:
-    from slimkit.load.architectures import DigitsCNN
+    from slimkit.zoo.architectures import DigitsCNN
 
     torch.manual_seed(0)
-    return Model(name="digits-cnn", source="slimkit.load.architectures:DigitsCNN",
+    return Model(name="digits-cnn", source="slimkit.zoo.architectures:DigitsCNN",
                  module=DigitsCNN().eval(), task=Task.CLASSIFICATION,
                  inputs=(TensorSpec("input", ("batch", 1, 8, 8)),))
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from slimkit.errors import DataError, InputError, RuntimeUnavailableError
+from slimkit.export.sessions import open_session_for
 from slimkit.runtime import RuntimeOptions, create_session, open_session, runtime_names
 from slimkit.testing import tiny_model
 
@@ -57,7 +58,7 @@ def test_ort_levels_and_modes_give_the_same_outputs(level, tmp_path):
     saved = tmp_path / f"{level}.onnx"
     options = RuntimeOptions(graph_optimization=level, optimized_model_path=saved,
                              execution_mode="parallel", inter_op_threads=2)
-    with open_session(tiny_model(), "onnxruntime", options) as session:
+    with open_session_for(tiny_model(), "onnxruntime", options) as session:
         out = session.run({"input": X})[0]
     np.testing.assert_allclose(out, reference(), atol=1e-5, rtol=1e-5)
     assert saved.stat().st_size > 0  # the optimised graph is deployable as it is
@@ -133,7 +134,16 @@ def test_ort_cuda(precision, atol):
     if "cuda" not in available_providers():
         pytest.skip("onnxruntime-gpu is not installed")
     options = RuntimeOptions(provider="cuda", precision=precision)
-    with open_session(tiny_model(), "onnxruntime", options) as session:
+    with open_session_for(tiny_model(), "onnxruntime", options) as session:
         out = session.run({"input": X})[0]
         assert session.session.get_providers()[0] == "CUDAExecutionProvider"
     np.testing.assert_allclose(out, reference(), atol=atol, rtol=atol)
+
+
+def test_a_runtime_of_onnx_files_refuses_a_torch_model_and_export_opens_it(tmp_path):
+    with pytest.raises(InputError, match="runs ONNX files.*export it first"):
+        create_session(tiny_model(), "onnxruntime")
+    with open_session_for(tiny_model(), "onnxruntime") as session:
+        folder = session.path.parent
+        np.testing.assert_allclose(session.run({"input": X})[0], reference(), atol=1e-5)
+    assert not folder.exists()  # the temporary export goes with the session

@@ -66,7 +66,8 @@ _API = {
     "compress": "slimkit.recipe",
     "Recipe": "slimkit.recipe",
     "load_recipe": "slimkit.recipe",
-    "FinetuneConfig": "slimkit.recipe",
+    "FinetuneConfig": "slimkit.train",
+    "TrainConfig": "slimkit.train",
     "search": "slimkit.search",
     "SearchConfig": "slimkit.search",
 }

@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,49 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return jsonable(value.item())
     return str(value)
+
+
+CACHE_ENV = "SLIMKIT_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where slimkit keeps what it can rebuild (trained zoo weights, search scans):
+    ``$SLIMKIT_CACHE_DIR`` or the user cache folder."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("slimkit"))
+
+
+def prepare_output_folder(folder: str | os.PathLike[str],
+                          reuse: Callable[[Path], bool] | None = None) -> Path:
+    """Create (or accept) an output folder, checked writable before any work, so a failure
+    leaves nothing half-written. With ``reuse``, a folder that already holds files is accepted
+    only when ``reuse(folder)`` says it is one this command wrote before (its files are then
+    replaced); otherwise it is refused, never emptied.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> prepare_output_folder(d / "out").is_dir()
+        True
+    """
+    out = Path(folder).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"output folder '{out}' exists and is not a folder; choose "
+                              "another")
+    if not out.parent.is_dir():
+        raise OutputPathError(f"cannot create '{out}': folder '{out.parent}' does not exist")
+    if reuse is not None and out.is_dir() and any(out.iterdir()) and not reuse(out):
+        first = sorted(p.name for p in out.iterdir())[0]
+        raise OutputPathError(
+            f"output folder '{out}' already holds other files (e.g. '{first}'); write into a "
+            "new or empty folder, or one this command wrote before")
+    try:
+        out.mkdir(exist_ok=True)
+        probe = out / ".slimkit-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"cannot write into output folder '{out}': "
+                              f"{exc.strerror or exc}; choose another") from None
+    return out

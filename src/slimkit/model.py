@@ -4,7 +4,9 @@ what is known about its inputs, outputs and task.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,3 +134,37 @@ class Model:
             "inputs": [spec.to_dict() for spec in self.inputs],
             "outputs": list(self.output_names),
         }
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Run a block with ``module`` (and every submodule) in eval mode, then restore each
+    submodule's own training flag."""
+    flags = {sub: sub.training for sub in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in flags.items():
+            sub.training = training
+
+
+def first_tensor(output: Any) -> torch.Tensor:
+    """A model's main output: the tensor itself, the first of a tuple, or the first value of a
+    dict (Hugging Face outputs).
+
+    Example:
+        >>> import torch
+        >>> first_tensor((torch.ones(2), torch.zeros(1))).tolist()
+        [1.0, 1.0]
+    """
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict) and output:
+        return first_tensor(next(iter(output.values())))
+    raise InputError("the model's first output is not a tensor; pass a loss that reads its "
+                     "outputs")

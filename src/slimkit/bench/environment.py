@@ -54,13 +54,12 @@ def environment() -> dict[str, Any]:
     """A JSON-ready description of this machine and the libraries that ran the numbers."""
     import torch
 
-    from slimkit import __version__
 
     return {
         "cpu": cpu_info(),
         "python": platform.python_version(),
         "os": platform.platform(),
-        "slimkit": __version__,
+        "slimkit": _version("slimkit"),
         "torch": torch.__version__,
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime"),

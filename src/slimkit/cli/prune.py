@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> None:
     from slimkit.io import check_output_path
     from slimkit.prune import PruneConfig, PruneMode
     from slimkit.prune.api import measure_latency, prune
-    from slimkit.prune.finetune import FinetuneConfig, prune_and_finetune
+    from slimkit.prune.iterative import prune_and_finetune
     from slimkit.prune.sensitivity import config_from_scan, scan_section, sensitivity_scan
+    from slimkit.train.finetune import FinetuneConfig
 
     config = PruneConfig(mode=PruneMode.UNSTRUCTURED if args.unstructured
                          else PruneMode.STRUCTURED,

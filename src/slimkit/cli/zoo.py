@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from slimkit.cli.console import print_table
-    from slimkit.load.zoo import ZOO
+    from slimkit.zoo.catalog import ZOO
 
     rows = [{"name": f"builtin:{n}", "input": "x".join(map(str, ZOO.get(n).input_shape)),
              "description": ZOO.get(n).description} for n in ZOO.names()]

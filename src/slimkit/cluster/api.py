@@ -13,10 +13,10 @@ from torch.nn.utils import parametrize
 
 from slimkit.cluster.config import ClusterConfig
 from slimkit.cluster.sharing import SharedCentroids, check_counts, codebook, unique_per_codebook
-from slimkit.cluster.train import fine_tune
 from slimkit.data import Dataset
 from slimkit.errors import InputError, VerificationError
 from slimkit.model import Model
+from slimkit.train.loop import Schedule, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def cluster(model: Model, config: ClusterConfig | None = None,
         >>> [(row["layer"], row["unique_values"]) for row in r.sections["layers"]]
         [('fc1', 4), ('fc2', 4)]
     """
+    from slimkit.graph.masks import bake_masks, copy_masked, masked_layers
     from slimkit.progress import progress
-    from slimkit.prune.unstructured import bake_masks, copy_masked, masked_layers
 
     config = config or ClusterConfig()
     if config.epochs and data is None:
@@ -70,9 +70,10 @@ def cluster(model: Model, config: ClusterConfig | None = None,
                         meta={**model.meta, "clustered": config.to_dict()})
     losses: list[float] = []
     if config.epochs and data is not None:
-        losses = fine_tune(clustered, data, _trainable(module), epochs=config.epochs,
-                           lr=config.lr, batch_size=config.batch_size, seed=config.seed,
-                           description="fine-tuning centroids")
+        losses = Trainer(clustered, data, TrainConfig(
+            config.epochs, config.lr, batch_size=config.batch_size, seed=config.seed,
+            schedule=Schedule.CONSTANT, threads=1), parameters=_trainable(module),
+            description="fine-tuning centroids").run()
     for _, sub in layers:
         parametrize.remove_parametrizations(sub, "weight", leave_parametrized=True)
     rows = _check(layers, originals, config)

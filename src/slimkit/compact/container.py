@@ -46,9 +46,10 @@ from slimkit.compact.codecs import ALL_CODECS, check_codecs, decode, encode_best
 from slimkit.compact.layout import decode_float, encode_float
 from slimkit.errors import ModelLoadError
 from slimkit.io import atomic_path, require_file
+from slimkit.load.formats import ModelFormat, register_format
 from slimkit.model import Model, Task, TensorSpec
 
-FORMAT, VERSION = "slim", "1"
+FILE_FORMAT, VERSION = "slim", "1"
 SUFFIX = ".slim"
 
 
@@ -127,7 +128,7 @@ def read_slim(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"'{file}' is not a readable .slim file (truncated or damaged? "
                              f"{exc})") from None
-    if meta.get("format") != FORMAT or set(arrays) != {"manifest", "payload"}:
+    if meta.get("format") != FILE_FORMAT or set(arrays) != {"manifest", "payload"}:
         raise ModelLoadError(f"'{file}' is a safetensors file but not a .slim file")
     if meta.get("version") != VERSION:
         raise ModelLoadError(f"'{file}' is .slim version {meta.get('version')}; this slimkit "
@@ -231,7 +232,7 @@ def _architecture(entry: dict[str, Any], path: str | Path) -> torch.nn.Module:
     import copy
 
     from slimkit.load import load_model
-    from slimkit.load.zoo import ZOO
+    from slimkit.zoo import ZOO
 
     source = str(entry.get("source") or "")
     name = source.removeprefix("builtin:")
@@ -247,7 +248,7 @@ def _architecture(entry: dict[str, Any], path: str | Path) -> torch.nn.Module:
         raise ModelLoadError(f"'{path}' needs the architecture '{source}', which cannot be "
                              f"built here: {exc}") from None
     if entry.get("plan"):
-        from slimkit.prune.plan import PrunePlan, apply_plan
+        from slimkit.graph.plan import PrunePlan, apply_plan
 
         module = apply_plan(copy.deepcopy(module), PrunePlan.from_dict(entry["plan"]))
     return module
@@ -259,7 +260,7 @@ def _save(path: Path, manifest: bytes, payload: bytes, kind: str) -> Path:
     digest = hashlib.sha256(manifest + payload).hexdigest()
     data = save({"manifest": np.frombuffer(manifest, np.uint8),
                  "payload": np.frombuffer(payload, np.uint8)},
-                metadata={"format": FORMAT, "version": VERSION, "manifest": kind,
+                metadata={"format": FILE_FORMAT, "version": VERSION, "manifest": kind,
                           "sha256": digest})
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -276,3 +277,8 @@ def _metadata(raw: bytes) -> dict[str, str]:
 def _deflate(data: bytes) -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
     return packer.compress(data) + packer.flush()
+
+
+FORMAT = register_format(ModelFormat(
+    "slim", lambda spec, _: spec.endswith(SUFFIX), lambda spec, path, options: load_slim(path),
+    30))

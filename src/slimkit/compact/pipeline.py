@@ -193,7 +193,7 @@ def _check_layers(module: Any, config: DeepCompressConfig) -> None:
     from dataclasses import replace
 
     from slimkit.cluster.sharing import check_counts
-    from slimkit.prune.unstructured import masked_layers
+    from slimkit.graph.masks import masked_layers
 
     dense = replace(config.cluster_config(), preserve_sparsity=False)
     layers = masked_layers(module, config.exclude)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimkit.cluster.train import fine_tune, steps_per_epoch
 from slimkit.data import Dataset
 from slimkit.model import Model
+from slimkit.train.loop import Schedule, TrainConfig, Trainer
 
 
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
@@ -49,13 +49,16 @@ def gradual_prune(model: Model, data: Dataset, *, sparsity: float, epochs: int, 
     into the returned copy. With ``epochs = 0`` it prunes once, without training."""
     from torch.nn.utils import prune as torch_prune
 
-    from slimkit.prune.unstructured import bake_masks, copy_masked, cubic_sparsity, masked_layers
+    from slimkit.graph.masks import bake_masks, copy_masked, masked_layers
+    from slimkit.train.schedules import cubic_sparsity
 
     module = bake_masks(copy_masked(model.require_module("pruning")))
     layers: dict[str, Any] = {n: cast(Any, sub) for n, sub in masked_layers(module, exclude)}
     for sub in layers.values():
         torch_prune.identity(sub, "weight")  # a mask of ones, updated in place below
-    end = max(1, epochs * steps_per_epoch(data, batch_size) * 2 // 3)
+    config = TrainConfig(epochs, lr, batch_size=batch_size, seed=seed,
+                         schedule=Schedule.CONSTANT, threads=1)
+    end = max(1, epochs * config.steps_per_epoch(len(data)) * 2 // 3)
 
     def update(step: int) -> None:
         target = cubic_sparsity(step, sparsity, end) if sparsity else 0.0
@@ -64,9 +67,8 @@ def gradual_prune(model: Model, data: Dataset, *, sparsity: float, epochs: int, 
             layers[name].weight_mask.copy_(mask & layers[name].weight_mask.bool())
 
     pruned = replace(model, module=module, name=f"{model.name}-sparse")
-    losses = fine_tune(pruned, data, list(module.parameters()), epochs=epochs, lr=lr,
-                       batch_size=batch_size, seed=seed, description="pruning gradually",
-                       on_step=update) if epochs else []
+    losses = Trainer(pruned, data, config, before_step=update,
+                     description="pruning gradually").run() if epochs else []
     update(end)  # exactly the final sparsity
     bake_masks(module)
     return pruned, losses
@@ -97,7 +99,7 @@ def accuracy_of(model: Model, data: Dataset) -> float:
 
 def fp32_safetensors_bytes(module: nn.Module) -> int:
     """The real size on disk of the module's state written as a float32 safetensors file."""
-    from slimkit.prune.unstructured import weights_bytes
+    from slimkit.graph.masks import weights_bytes
 
     with tempfile.TemporaryDirectory(prefix="slimkit-size-") as tmp:
         path = Path(tmp) / "model.safetensors"

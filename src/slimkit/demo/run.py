@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from slimkit.errors import OutputPathError
+from slimkit.io import prepare_output_folder
 from slimkit.report.document import REPORT_FORMAT, Report
 
 DEMO_MODEL = "builtin:digits-cnn"
@@ -44,7 +44,7 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         >>> report.sections["accuracy"]["onnxruntime"] >= 0.95
         True
     """
-    from slimkit import demo_stages as stages
+    from slimkit.demo import stages
     from slimkit.bench.core import BenchConfig, benchmark
     from slimkit.bench.environment import environment
     from slimkit.data import load_data
@@ -55,7 +55,7 @@ def run_demo(config: DemoConfig | None = None) -> Report:
     from slimkit.quantize import QuantizeConfig, QuantMode, quantize
 
     config = config or DemoConfig()
-    out = _prepare_folder(config.out)
+    out = prepare_output_folder(config.out, reuse=is_demo_folder)
     model = load_model(DEMO_MODEL, seed=config.seed)
     test = load_data("builtin:digits:test", model)
     train = load_data("builtin:digits:train", model)
@@ -184,35 +184,7 @@ def _size_row(name: str, model: Any, accuracy: float, file_bytes: int | None) ->
             "compressed_bytes": file_bytes or stats.compressed_bytes}
 
 
-def _prepare_folder(folder: Path) -> Path:
-    """The output folder: new, empty, or one an earlier demo wrote (its files are replaced);
-    a folder holding anything else is refused, never emptied. Checked writable before any
-    work, so a failure leaves nothing half-written."""
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"output folder '{folder}' exists and is not a folder; "
-                              "choose another with --out")
-    parent = folder.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"cannot create '{folder}': folder '{parent}' does not exist")
-    if folder.is_dir() and any(folder.iterdir()) and not _earlier_demo(folder):
-        first = sorted(p.name for p in folder.iterdir())[0]
-        raise OutputPathError(
-            f"output folder '{folder}' already holds other files (e.g. '{first}'); the demo "
-            "writes into a new or empty folder, or one an earlier demo wrote: choose another "
-            "with --out")
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = folder / ".slimkit-write-check"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputPathError(f"cannot write into output folder '{folder}': "
-                              f"{exc.strerror or exc}; choose another with --out") from None
-    return folder
-
-
-def _earlier_demo(folder: Path) -> bool:
+def is_demo_folder(folder: Path) -> bool:
     """Whether ``folder`` holds the report of an earlier ``slimkit demo``."""
     import json
 

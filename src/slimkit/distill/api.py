@@ -18,9 +18,9 @@ from slimkit.data import Dataset
 from slimkit.distill.config import DistillConfig
 from slimkit.distill.hints import Adapters, adapter_hint, make_adapter, tap
 from slimkit.distill.losses import LOSSES
-from slimkit.distill.train import Metric, Setup, first_tensor, train
+from slimkit.distill.train import Metric, Setup, train
 from slimkit.errors import DataError, InputError
-from slimkit.model import Model
+from slimkit.model import Model, first_tensor
 
 
 @dataclass

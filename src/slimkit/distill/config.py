@@ -62,7 +62,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         from slimkit.distill.losses import LOSSES
-        from slimkit.distill.train import OPTIMIZERS
+        from slimkit.train.loop import OPTIMIZERS
 
         LOSSES.get(self.loss)  # an unknown name fails here, listing the known ones
         OPTIMIZERS.get(self.optimizer)

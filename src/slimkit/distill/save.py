@@ -55,7 +55,7 @@ def save_student(model: Model, folder: str | Path, plan: Any = None) -> Path:
 
 
 def _plan_of(model: Model) -> Any:
-    from slimkit.prune.plan import PrunePlan
+    from slimkit.graph.plan import PrunePlan
     from slimkit.prune.save import PLAN_FILE, is_pruned_folder
 
     source = Path(model.source)

@@ -1,6 +1,7 @@
-"""The distillation loop: deterministic batches (the order of epoch e is a permutation seeded by
-``seed`` and e), periodic validation with early stopping, and checkpoints that resume to the
-very same result as an uninterrupted run (model, adapters, optimizer and RNG state are saved).
+"""Distillation on the one training loop (``slimkit.train.loop``): the batch loss (output loss
+plus hint losses of tapped features), periodic validation with early stopping, and checkpoints
+that resume to the very same result as an uninterrupted run (the loop's batch order and random
+numbers are functions of the step; model, adapters and optimizer state are saved).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +18,15 @@ import torch
 from torch import nn
 
 from slimkit.data import Dataset
-from slimkit.distill import checkpoint as ckpt
 from slimkit.distill.config import DistillConfig
 from slimkit.distill.hints import Adapters, tap
 from slimkit.distill.losses import LOSSES, hint_loss
 from slimkit.errors import InputError
-from slimkit.progress import progress
-from slimkit.registry import Registry
+from slimkit.model import Model, TensorSpec, first_tensor
+from slimkit.train import checkpoint as ckpt
+from slimkit.train.loop import Optimizer, Schedule, TrainBatch, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
-
-MakeOptimizer = Callable[[list[nn.Parameter], float, float], torch.optim.Optimizer]
-OPTIMIZERS: Registry[MakeOptimizer] = Registry("optimizer")
-OPTIMIZERS.register("adam")(lambda p, lr, wd: torch.optim.Adam(p, lr=lr, weight_decay=wd))
-OPTIMIZERS.register("adamw")(lambda p, lr, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd))
-OPTIMIZERS.register("sgd")(
-    lambda p, lr, wd: torch.optim.SGD(p, lr=lr, momentum=0.9, weight_decay=wd))
 
 # fields that must agree between a checkpoint and the run resuming it
 RESUME_FIELDS = ("loss", "temperature", "alpha", "features", "feature_weight", "output_adapter",
@@ -68,27 +62,15 @@ class TrainState:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def first_tensor(out: Any) -> torch.Tensor:
-    """A module's main output: the tensor itself, or the first tensor of a tuple."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise InputError(f"distillation needs models that return a tensor; got {type(out).__name__}")
-
-
-def batch_indices(n: int, config: DistillConfig, step: int) -> torch.Tensor:
-    """The example indices of global ``step``: epoch-wise permutations seeded by the seed."""
-    per_epoch = math.ceil(n / config.batch_size)
-    epoch, within = divmod(step, per_epoch)
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator)
-    return order[within * config.batch_size:(within + 1) * config.batch_size]
+def train_config(config: DistillConfig) -> TrainConfig:
+    """The loop's config: a constant learning rate (resumable without scheduler state)."""
+    return TrainConfig(config.epochs, config.lr, Optimizer(config.optimizer), config.batch_size,
+                       config.weight_decay, config.seed, Schedule.CONSTANT,
+                       max_steps=config.max_steps)
 
 
 def total_steps(n: int, config: DistillConfig) -> int:
-    steps = math.ceil(n / config.batch_size) * config.epochs
-    return min(steps, config.max_steps) if config.max_steps else steps
+    return train_config(config).total_steps(n)
 
 
 def compute_loss(setup: Setup, args: tuple[torch.Tensor, ...],
@@ -113,55 +95,48 @@ def train(setup: Setup, data: Dataset, metric: Metric | None,
     """Train ``setup.student`` (in place); returns the run's state. With a metric the best
     student seen (highest metric) is restored at the end."""
     config = setup.config
-    tensors = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
-    labels = None if data.labels is None else torch.from_numpy(data.labels)
     params = [p for p in [*setup.student.parameters(), *setup.adapters.parameters()]
               if p.requires_grad]
-    optimizer = OPTIMIZERS.get(config.optimizer)(params, config.lr, config.weight_decay)
+    student = Model("student", "distillation", tuple(TensorSpec(n, ("batch",))
+                                                      for n in setup.input_names),
+                    module=setup.student)
+
+    def loss(_module: nn.Module, batch: TrainBatch) -> torch.Tensor:
+        return compute_loss(setup, batch.args, batch.labels)
+
+    trainer = Trainer(student, data, train_config(config), loss, parameters=params,
+                      description="distilling")
+    optimizer = trainer.optimizer
     state, best = TrainState(), None
-    total = total_steps(len(data), config)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        if checkpoint is not None and resume:
-            state, best = _resume(setup, optimizer, checkpoint)
-        setup.teacher.eval()
-        setup.student.train()
-        setup.adapters.train()
-        window: list[float] = []
-        log_every = max(1, total // 20)
-        for step in _steps(state, total):
-            idx = batch_indices(len(data), config, step)
-            args = tuple(tensors[name][idx] for name in setup.input_names)
-            optimizer.zero_grad(set_to_none=True)
-            loss = compute_loss(setup, args, None if labels is None else labels[idx])
-            if not torch.isfinite(loss):
-                raise InputError(f"the distillation loss became {float(loss)} at step {step}; "
-                                 "lower lr (or the temperature) and try again")
-            loss.backward()
-            optimizer.step()
-            state.step = step + 1
-            window.append(float(loss.detach()))
-            if state.step % log_every == 0 or state.step == total:
-                state.losses.append({"step": state.step, "loss": sum(window) / len(window)})
-                window = []
-            if metric is not None and _due_eval(state.step, len(data), total, config):
-                best = _evaluate(setup, metric, state, best)
-            if checkpoint is not None and (state.stopped_early or state.step == total or (
-                    config.checkpoint_every and state.step % config.checkpoint_every == 0)):
-                _save(setup, optimizer, state, best, checkpoint)
-            if state.stopped_early:
-                break
+    if checkpoint is not None and resume:
+        state, best = _resume(setup, optimizer, checkpoint)
+    total = trainer.total
+    setup.teacher.eval()
+    setup.adapters.train()
+    window: list[float] = []
+    log_every = max(1, total // 20)
+
+    def after_step(done: int, value: float) -> bool:
+        nonlocal best, window
+        state.step = done
+        window.append(value)
+        if done % log_every == 0 or done == total:
+            state.losses.append({"step": done, "loss": sum(window) / len(window)})
+            window = []
+        if metric is not None and _due_eval(done, len(data), total, config):
+            best = _evaluate(setup, metric, state, best)
+        if checkpoint is not None and (state.stopped_early or done == total or (
+                config.checkpoint_every and done % config.checkpoint_every == 0)):
+            _save(setup, optimizer, state, best, checkpoint)
+        return state.stopped_early
+
+    if not state.stopped_early and state.step < total:
+        trainer.run(state.step, after_step)
     if best is not None:
         setup.student.load_state_dict(best["student"])
         setup.adapters.load_state_dict(best["adapters"])
     setup.student.eval()
     return state
-
-
-def _steps(state: TrainState, total: int) -> Iterator[int]:
-    if state.stopped_early or state.step >= total:
-        return iter(())
-    return iter(progress(range(state.step, total), "distilling", total=total - state.step))
 
 
 def _due_eval(step: int, n: int, total: int, config: DistillConfig) -> bool:
@@ -195,7 +170,7 @@ def _save(setup: Setup, optimizer: torch.optim.Optimizer, state: TrainState,
     optim_tensors, optim_meta = ckpt.optimizer_to_flat(optimizer)
     tensors = {**ckpt.prefixed("student", setup.student.state_dict()),
                **ckpt.prefixed("adapters", setup.adapters.state_dict()),
-               **optim_tensors, "rng": torch.get_rng_state()}
+               **optim_tensors}
     if best is not None:
         tensors.update(ckpt.prefixed("best.student", best["student"]))
         tensors.update(ckpt.prefixed("best.adapters", best["adapters"]))
@@ -222,7 +197,6 @@ def _resume(setup: Setup, optimizer: torch.optim.Optimizer,
         raise InputError(f"the checkpoint in '{folder}' does not fit this student: "
                          f"{str(exc).splitlines()[0]}") from None
     ckpt.optimizer_from_flat(optimizer, tensors, document["optimizer"])
-    torch.set_rng_state(tensors["rng"])
     state = TrainState(**document["state"])
     state.resumed_from = state.step
     best = None

@@ -30,12 +30,13 @@ def predict(model: Model, data: Dataset, runtime: str = "torch", batch_size: int
         >>> predict(m, load_data("synthetic:3", m)).shape
         (3, 10)
     """
+    from slimkit.export.sessions import open_session_for
     from slimkit.progress import progress
-    from slimkit.runtime import RuntimeOptions, open_session
+    from slimkit.runtime import RuntimeOptions
 
     outputs = []
     steps = -(-len(data) // batch_size)
-    with open_session(model, runtime, RuntimeOptions(threads=threads)) as session, \
+    with open_session_for(model, runtime, RuntimeOptions(threads=threads)) as session, \
             session.pinned():
         for inputs, _ in progress(data.batches(batch_size), f"running {model.name}", steps):
             outputs.append(session.run(inputs)[0])

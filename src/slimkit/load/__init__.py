@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimkit.errors import ModelLoadError
+from slimkit.load.formats import LoadOptions, ModelFormat, register_format
 from slimkit.model import Model
 
 SPEC_HELP = (
@@ -51,39 +52,16 @@ def load_model(
 
 def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | None,
           seed: int) -> Model:
-    if weights and not _is_factory(spec):
+    from slimkit.load.factory import parse_shape
+    from slimkit.load.formats import LoadOptions, find_format
+
+    fmt = find_format(spec)
+    if weights and (fmt is None or not fmt.takes_weights):
         raise ModelLoadError("weights are only taken with a package.module:factory spec")
-    if spec.startswith("builtin:"):
-        from slimkit.load.zoo import load_builtin
-
-        return load_builtin(spec.split(":", 1)[1], seed=seed)
-    path = Path(spec).expanduser()
-    if spec.endswith(".onnx"):
-        from slimkit.load.onnx_file import load_onnx
-
-        return load_onnx(path)
-    if spec.endswith(".slim"):
-        from slimkit.compact.container import load_slim
-
-        return load_slim(path)
-    from slimkit.prune.save import PLAN_FILE, is_pruned_folder, load_pruned
-
-    if is_pruned_folder(path) or path.name == PLAN_FILE:
-        return load_pruned(path)
-    from slimkit.lowrank.save import PLAN_FILE as LOWRANK_PLAN
-    from slimkit.lowrank.save import is_lowrank_folder, load_lowrank
-
-    if is_lowrank_folder(path) or path.name == LOWRANK_PLAN:
-        return load_lowrank(path)
-    from slimkit.load.hf import is_hf_folder, load_hf_folder
-
-    if is_hf_folder(path):
-        return load_hf_folder(path)
-    if _is_factory(spec):
-        from slimkit.load.factory import load_factory, parse_shape
-
+    if fmt is not None:
         shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
-        return load_factory(spec, weights, shape)
+        return fmt.read(spec, Path(spec).expanduser(), LoadOptions(weights, shape, seed))
+    path = Path(spec).expanduser()
     if path.is_dir():
         raise ModelLoadError(f"folder '{path}' has no config.json; {SPEC_HELP}")
     if path.exists():
@@ -97,4 +75,33 @@ def _is_factory(spec: str) -> bool:
     return not spec.startswith("builtin:") and is_factory_spec(spec)
 
 
-__all__ = ["load_model", "SPEC_HELP"]
+def _read_onnx(spec: str, path: Path, options: LoadOptions) -> Model:
+    from slimkit.load.onnx_file import load_onnx
+
+    return load_onnx(path)
+
+
+def _read_hf(spec: str, path: Path, options: LoadOptions) -> Model:
+    from slimkit.load.hf import load_hf_folder
+
+    return load_hf_folder(path)
+
+
+def _is_hf(spec: str, path: Path) -> bool:
+    from slimkit.load.hf import is_hf_folder
+
+    return is_hf_folder(path)
+
+
+def _read_factory(spec: str, path: Path, options: LoadOptions) -> Model:
+    from slimkit.load.factory import load_factory
+
+    return load_factory(spec, options.weights, options.input_shape)
+
+
+register_format(ModelFormat("onnx", lambda spec, _: spec.endswith(".onnx"), _read_onnx, 20))
+register_format(ModelFormat("huggingface", _is_hf, _read_hf, 60))
+register_format(ModelFormat("factory", lambda spec, _: _is_factory(spec), _read_factory, 70,
+                            takes_weights=True))
+
+__all__ = ["SPEC_HELP", "LoadOptions", "ModelFormat", "load_model", "register_format"]

@@ -171,5 +171,3 @@ def minilm_folder() -> Path:
     return folder
 
 
-def load_minilm() -> Model:
-    return load_hf_folder(minilm_folder(), name="minilm")

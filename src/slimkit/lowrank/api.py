@@ -92,7 +92,7 @@ def low_rank(model: Model, config: LowRankConfig | None = None,
         edits.append((name, new))
         layers.append(row)
     _check_rules_used(config, used_rules)
-    from slimkit.prune.layers import replace_module
+    from slimkit.graph.layers import replace_module
 
     for name, new in edits:
         replace_module(module, name, new)

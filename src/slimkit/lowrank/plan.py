@@ -55,7 +55,7 @@ def apply_lowrank_plan(module: nn.Module, plan: dict[str, Any]) -> nn.Module:
         >>> apply_lowrank_plan(tiny_mlp(), plan).fc1[0].out_features
         2
     """
-    from slimkit.prune.layers import replace_module
+    from slimkit.graph.layers import replace_module
 
     modules = dict(module.named_modules())
     edits = []

@@ -14,6 +14,7 @@ from typing import Any
 
 from slimkit.errors import InputError, ModelLoadError
 from slimkit.io import atomic_path, check_output_path, require_file
+from slimkit.load.formats import ModelFormat, register_format
 from slimkit.lowrank.plan import apply_lowrank_plan, check_plan
 from slimkit.model import Model
 
@@ -127,3 +128,11 @@ def _is_factory(spec: str) -> bool:
     from slimkit.load.factory import is_factory_spec
 
     return not spec.startswith("builtin:") and is_factory_spec(spec)
+
+
+def _is_format(spec: str, path: Path) -> bool:
+    return is_lowrank_folder(path) or path.name == PLAN_FILE
+
+
+FORMAT = register_format(ModelFormat(
+    "lowrank", _is_format, lambda spec, path, options: load_lowrank(path), 50))

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from slimkit.errors import InputError
+from slimkit.model import eval_mode
 from slimkit.progress import progress
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
-from slimkit.prune.trace import eval_mode
 
 
 @IMPORTANCE.register("activation")

@@ -13,14 +13,13 @@ import torch
 
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import VerificationError
-from slimkit.model import Model
+from slimkit.graph.plan import PrunePlan
+from slimkit.model import Model, eval_mode
 from slimkit.prune.config import PruneConfig
-from slimkit.prune.finetune import FinetuneConfig
-from slimkit.prune.plan import PrunePlan
 from slimkit.prune.structured import plan_pruning, structured_model
-from slimkit.prune.trace import eval_mode
 from slimkit.prune.unstructured import prune_unstructured
 from slimkit.registry import Registry
+from slimkit.train.finetune import FinetuneConfig
 
 Method = Callable[[Model, PruneConfig, "Dataset | None"],
                   tuple[Model, PrunePlan, dict[str, Any]]]
@@ -70,7 +69,7 @@ def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None 
     config = config or PruneConfig()
     model.require_module("pruning")
     if finetune is not None:
-        from slimkit.prune.finetune import prune_and_finetune
+        from slimkit.prune.iterative import prune_and_finetune
 
         result = prune_and_finetune(model, config, data, finetune)
     else:
@@ -178,7 +177,7 @@ def measure_latency(model: Model, pruned: Model, threads: int = 1) -> dict[str, 
     from dataclasses import asdict
 
     from slimkit.bench.core import BenchConfig, benchmark
-    from slimkit.prune.unstructured import finalize, has_masks
+    from slimkit.graph.masks import finalize, has_masks
 
     if has_masks(pruned.require_module("measuring")):
         pruned = finalize(pruned)

@@ -21,16 +21,15 @@ rebuilt by :func:`surgery_for`; ``compensate`` adds bias shifts (``compensate.py
 
 from __future__ import annotations
 
-import copy
 from typing import Any, cast
 
 import torch
 from torch import nn
 
 from slimkit.data import Dataset
-from slimkit.model import Model
-from slimkit.prune import activation as _activation  # noqa: F401  (registers it)
-from slimkit.prune.attention_sites import (  # noqa: F401  (re-exported)
+from slimkit.graph.layers import Keep
+from slimkit.graph.plan import GroupDecision, LayerEdit, PrunePlan
+from slimkit.graph.transformer import (  # noqa: F401  (re-exported)
     DIM_ATTRS,
     FINDERS,
     HEAD_ATTRS,
@@ -39,53 +38,21 @@ from slimkit.prune.attention_sites import (  # noqa: F401  (re-exported)
     HeadSite,
     Site,
     find_sites,
+    head_axes,
     int_attr,
 )
+from slimkit.model import Model
+from slimkit.prune import activation as _activation  # noqa: F401  (registers it)
 from slimkit.prune.compensate import compensation, removed_columns
 from slimkit.prune.config import PruneConfig, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
-from slimkit.prune.layers import SURGERY, Keep, Surgery
-from slimkit.prune.plan import GroupDecision, LayerEdit, PrunePlan
 from slimkit.selector import Layer, Selector
 
 RESIDUAL_NOTE = ("the residual stream (hidden size: embeddings, norms, attention outputs) is "
                  "coupled through every block and left whole; in a model with transformer "
                  "blocks only their heads and FFN neurons are pruned")
 
-
-# ---- surgery of the module holding the head counts --------------------------------------
-
-def _head_axes(module: Any) -> tuple[int, int | None]:
-    return int_attr(module, HEAD_ATTRS) or 0, int_attr(module, KV_ATTRS)
-
-
-def _rebuild_holder(old: Any, out_keep: Keep, in_keep: Keep) -> nn.Module:
-    """A shallow copy with the new head counts (its children are the already rebuilt
-    projections); ``old`` keeps its own counts."""
-    new = copy.copy(old)
-    for key in ("_modules", "_parameters", "_buffers"):
-        new.__dict__[key] = dict(old.__dict__[key])
-    heads = len(out_keep) if out_keep is not None else _head_axes(old)[0]
-    for name in HEAD_ATTRS:
-        if name in old.__dict__:
-            setattr(new, name, heads)
-    for name in KV_ATTRS:
-        if name in old.__dict__ and in_keep is not None:
-            setattr(new, name, len(in_keep))
-    if "all_head_size" in old.__dict__:
-        new.all_head_size = heads * (int_attr(old, DIM_ATTRS) or 0)
-    return new
-
-
-HEAD_SURGERY = Surgery(_head_axes, _rebuild_holder)
-
-
-def surgery_for(type_name: str, layer: nn.Module) -> Surgery:
-    """The surgery of a layer type (``SURGERY``), or of a module holding head counts."""
-    if type_name not in SURGERY and int_attr(layer, HEAD_ATTRS) is not None:
-        return HEAD_SURGERY
-    return SURGERY.get(type_name)
 
 
 # ---- importance and decisions -----------------------------------------------------------
@@ -168,7 +135,7 @@ def _edits(site: Site, keep: tuple[int, ...], module: nn.Module) -> list[LayerEd
     edits = [linear(site.q, out_keep=rows_q), linear(site.k, out_keep=rows_kv),
              linear(site.v, out_keep=rows_kv), linear(site.o, in_keep=rows_q)]
     holder = module.get_submodule(site.holder) if site.holder else module
-    heads, kv = _head_axes(holder)
+    heads, kv = head_axes(holder)
     if heads:
         edits.append(LayerEdit(site.holder, type(holder).__name__, heads, kv, q_heads,
                                tuple(keep) if kv is not None else None))

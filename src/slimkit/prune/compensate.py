@@ -18,10 +18,9 @@ from torch import nn
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
-from slimkit.model import Model
+from slimkit.graph.plan import LayerEdit
+from slimkit.model import Model, eval_mode
 from slimkit.progress import progress
-from slimkit.prune.plan import LayerEdit
-from slimkit.prune.trace import eval_mode
 
 MASK_INPUT = "attention_mask"  # (batch, tokens): 1 for real tokens
 
@@ -87,19 +86,6 @@ def bias_shifts(module: nn.Module, removed: dict[str, list[int]],
         weight = layer.weight.detach().double()[:, index]
         shifts[name] = (weight @ means[name].double()[index]).tolist()
     return shifts
-
-
-def apply_shifts(module: nn.Module, shifts: dict[str, list[float]]) -> None:
-    """Add each shift to its layer's bias (the replay of a plan's ``bias_shift``)."""
-    for name, shift in shifts.items():
-        layer = dict(module.named_modules()).get(name)
-        bias = getattr(layer, "bias", None)
-        if not isinstance(bias, nn.Parameter) or bias.numel() != len(shift):
-            raise InputError(f"the pruning plan shifts the bias of '{name}' by {len(shift)} "
-                             "values, but this model has no such bias; the plan is damaged or "
-                             "made for another architecture")
-        with torch.no_grad():
-            bias.add_(torch.tensor(shift, dtype=bias.dtype, device=bias.device))
 
 
 def removed_columns(edits: Iterable[LayerEdit], layers: Iterable[str]) -> dict[str, list[int]]:

@@ -23,9 +23,9 @@ from torch.nn import functional as F
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
+from slimkit.graph.channels import ChannelGraph, ChannelGroup, LayerKind
 from slimkit.model import Model, Task
 from slimkit.progress import progress
-from slimkit.prune.graph import ChannelGraph, ChannelGroup, LayerKind
 from slimkit.registry import Registry
 
 

@@ -24,8 +24,8 @@ from torch import nn
 from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.model import Model
-from slimkit.prune.finetune import FinetuneConfig, Penalty, TrainHooks, finetune
 from slimkit.registry import Registry
+from slimkit.train.finetune import FinetuneConfig, Penalty, TrainHooks, finetune
 
 log = logging.getLogger(__name__)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)

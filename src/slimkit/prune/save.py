@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.errors import ModelLoadError
+from slimkit.graph.masks import bake_masks, copy_masked, has_masks, weights_bytes
+from slimkit.graph.plan import PrunePlan, apply_plan
 from slimkit.io import atomic_path, check_output_path, require_file
+from slimkit.load.formats import ModelFormat, register_format
 from slimkit.model import Model
 from slimkit.prune.attention import pruned_meta
-from slimkit.prune.plan import PrunePlan, apply_plan
-from slimkit.prune.unstructured import bake_masks, copy_masked, has_masks, weights_bytes
 
 PLAN_FILE = "prune-plan.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -157,3 +158,11 @@ def _base(base_model: Model | str | None, plan: PrunePlan, saved: Path) -> Model
     except ModelLoadError as exc:
         raise ModelLoadError(f"cannot rebuild the architecture of the pruned model from "
                              f"'{spec}' ({exc}); pass base_model") from None
+
+
+def _is_format(spec: str, path: Path) -> bool:
+    return is_pruned_folder(path) or path.name == PLAN_FILE
+
+
+FORMAT = register_format(ModelFormat(
+    "pruned", _is_format, lambda spec, path, options: load_pruned(path), 40))

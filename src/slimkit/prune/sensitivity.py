@@ -15,14 +15,14 @@ from typing import Any
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
+from slimkit.evaluate.torch_metric import metric
+from slimkit.graph.channels import ChannelGraph, ChannelGroup
+from slimkit.graph.plan import PrunePlan
+from slimkit.graph.trace import build_graph
 from slimkit.model import Model
 from slimkit.progress import progress
 from slimkit.prune.config import PruneConfig, PruneMode, Scope, check_ratio
-from slimkit.prune.finetune import metric
-from slimkit.prune.graph import ChannelGraph, ChannelGroup
-from slimkit.prune.plan import PrunePlan
 from slimkit.prune.structured import plan_pruning, structured_model
-from slimkit.prune.trace import build_graph
 
 Metric = Callable[[Model, Dataset], float]
 

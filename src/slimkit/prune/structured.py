@@ -11,11 +11,13 @@ import torch
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
+from slimkit.graph.channels import ChannelGraph, ChannelGroup
+from slimkit.graph.plan import GroupDecision, LayerEdit, PrunePlan
+from slimkit.graph.trace import build_graph
 from slimkit.model import Model
 from slimkit.prune.attention import has_transformer_blocks, plan_transformer, pruned_meta
 from slimkit.prune.config import PruneConfig, PruneMode, Scope
 from slimkit.prune.decide import Decision, decide_global, decide_per_group
-from slimkit.prune.graph import ChannelGraph, ChannelGroup
 from slimkit.prune.importance import (
     IMPORTANCE,
     ImportanceContext,
@@ -23,8 +25,6 @@ from slimkit.prune.importance import (
     group_scores,
     scored_parameters,
 )
-from slimkit.prune.plan import GroupDecision, LayerEdit, PrunePlan
-from slimkit.prune.trace import build_graph
 from slimkit.selector import Layer, Selector
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def structured_model(model: Model, plan: PrunePlan) -> Model:
     import copy
     from dataclasses import replace
 
-    from slimkit.prune.plan import apply_plan
+    from slimkit.graph.plan import apply_plan
 
     module = copy.deepcopy(model.require_module("structured pruning"))
     with torch.no_grad():

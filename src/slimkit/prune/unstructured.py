@@ -8,7 +8,6 @@ after compression, which the report measures.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import replace
@@ -20,55 +19,17 @@ from torch.nn.utils import prune as torch_prune
 
 from slimkit.data import Dataset
 from slimkit.errors import InputError
+from slimkit.graph.masks import bake_masks, copy_masked, masked_layers, weights_bytes
+from slimkit.graph.plan import PrunePlan
 from slimkit.model import Model
 from slimkit.prune.config import PruneConfig, PruneMode, Scope
 from slimkit.prune.importance import IMPORTANCE, ImportanceContext
-from slimkit.prune.plan import PrunePlan
 from slimkit.selector import Layer, Selector
 
 log = logging.getLogger(__name__)
-MASKED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NO_SPEEDUP = ("unstructured sparsity gives no speed-up in dense runtimes (PyTorch, ONNX "
               "Runtime): every zero weight is still multiplied; it only shrinks the file "
               "after compression (see size). Use structured pruning for speed")
-
-
-def cubic_sparsity(step: int, final: float, end_step: int, *, initial: float = 0.0,
-                   begin_step: int = 0, frequency: int = 1) -> float:
-    """The sparsity at ``step`` of Zhu & Gupta's gradual schedule.
-
-    ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_n - t_0))**3`` for ``t_0 <= t <= t_n``,
-    ``s_i`` before ``t_0`` and ``s_f`` after; ``t`` is taken at the last multiple of
-    ``frequency`` since ``t_0`` (masks are updated every ``frequency`` steps).
-
-    Example:
-        >>> [round(cubic_sparsity(t, 0.8, 100), 4) for t in (0, 50, 100, 200)]
-        [0.0, 0.7, 0.8, 0.8]
-    """
-    for value, what in ((initial, "initial sparsity"), (final, "final sparsity")):
-        if not 0.0 <= value < 1.0:
-            raise InputError(f"{what} must be in [0, 1), got {value}")
-    if end_step <= begin_step or frequency < 1:
-        raise InputError("the schedule needs end_step > begin_step and frequency >= 1")
-    if step <= begin_step:
-        return initial
-    if step >= end_step:
-        return final
-    done = (step - begin_step) // frequency * frequency
-    fraction = 1.0 - done / (end_step - begin_step)
-    return final + (initial - final) * fraction**3
-
-
-def masked_layers(module: nn.Module, exclude: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
-    """The Conv and Linear layers whose weights get masks, without the excluded ones."""
-    layers = [(name, sub) for name, sub in module.named_modules()
-              if type(sub) in MASKED_TYPES and name]
-    if not exclude:
-        return layers
-    chosen = {layer.name for layer in Selector(exclude).select(
-        [Layer(name, type(sub).__name__, name) for name, sub in module.named_modules() if name])}
-    return [(name, sub) for name, sub in layers
-            if name not in chosen and not any(name.startswith(c + ".") for c in chosen)]
 
 
 def prune_unstructured(model: Model, config: PruneConfig,
@@ -121,48 +82,6 @@ def _layer_ratios(names: list[str], targets: dict[str, nn.Module],
     return ratios
 
 
-def finalize(model: Model) -> Model:
-    """A copy of ``model`` with every mask baked into its weight (plain parameters again, the
-    zeros kept); ``model`` keeps its masks, e.g. to go on fine-tuning.
-
-    Example:
-        >>> from slimkit.testing import tiny_model
-        >>> sparse, _, _ = prune_unstructured(tiny_model("mlp"), PruneConfig(
-        ...     mode="unstructured", ratio=0.5))
-        >>> baked = finalize(sparse).module
-        >>> sorted(n for n, _ in baked.fc1.named_parameters())
-        ['bias', 'weight']
-        >>> float((baked.fc1.weight == 0).float().mean())
-        0.5
-    """
-    return replace(model, module=bake_masks(copy_masked(model.require_module("finalize"))))
-
-
-def bake_masks(module: nn.Module) -> nn.Module:
-    """Remove the pruning re-parametrisation of ``module`` in place (weight = orig * mask)."""
-    for sub in module.modules():
-        for buffer, _ in list(sub.named_buffers(recurse=False)):
-            name = buffer.removesuffix("_mask")
-            if buffer.endswith("_mask") and hasattr(sub, f"{name}_orig"):
-                torch_prune.remove(sub, name)
-    return module
-
-
-def copy_masked(module: nn.Module) -> nn.Module:
-    """A deep copy of a module that may carry masks (``copy.deepcopy`` refuses the masked
-    weight, a non-leaf tensor; it is recomputed from orig * mask at every forward anyway)."""
-    for sub in module.modules():
-        for buffer, _ in sub.named_buffers(recurse=False):
-            name = buffer.removesuffix("_mask")
-            if buffer.endswith("_mask") and isinstance(getattr(sub, name, None), torch.Tensor):
-                setattr(sub, name, getattr(sub, name).detach())
-    return copy.deepcopy(module)
-
-
-def has_masks(module: nn.Module) -> bool:
-    return any(name.endswith("_mask") for name, _ in module.named_buffers())
-
-
 def _report(original: nn.Module, masked: nn.Module,
             targets: dict[str, nn.Module]) -> dict[str, Any]:
     rows, zeros, total = [], 0, 0
@@ -194,10 +113,3 @@ def _sizes(original: nn.Module, baked: nn.Module, masked: set[str]) -> dict[str,
             "compressed_bytes_after": compressed_size(after), "bitmask_bytes": bitmask}
 
 
-def weights_bytes(module: nn.Module) -> bytes:
-    """The module's state as safetensors bytes."""
-    from safetensors.torch import save
-
-    # each tensor is cloned: tied weights are stored (and load back) as equal copies
-    return save({key: tensor.detach().contiguous().clone()
-                 for key, tensor in module.state_dict().items()})

@@ -22,7 +22,6 @@ from torch.nn.utils import parametrize
 from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.model import Model, Task
-from slimkit.progress import progress
 
 QAT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 EMA = 0.9
@@ -148,7 +147,7 @@ def qat_finetune(model: Model, data: Dataset, epochs: int, lr: float, learn_scal
         _observe(module, model, data)
         for act in acts.values():
             act.freeze_range()
-        losses = _train(module, original, model, data, epochs, lr, seed, acts)
+        losses = _train(replace(model, module=module), original, data, epochs, lr, seed, acts)
     finally:
         for hook in hooks:
             hook.remove()
@@ -174,29 +173,22 @@ def _observe(module: nn.Module, model: Model, data: Dataset, batches: int = 8) -
             module(*model.torch_args(inputs))
 
 
-def _train(module: nn.Module, teacher: nn.Module, model: Model, data: Dataset, epochs: int,
-           lr: float, seed: int, acts: dict[str, FakeQuantActivation]) -> list[float]:
+def _train(model: Model, teacher: nn.Module, data: Dataset, epochs: int, lr: float, seed: int,
+           acts: dict[str, FakeQuantActivation]) -> list[float]:
+    """Fine-tune the fake-quantized module (and the learned scales) in the one training loop:
+    cross-entropy with labels for a classifier, else mean-squared error to the float model."""
+    from slimkit.train.loop import Schedule, TrainBatch, TrainConfig, Trainer, cross_entropy
+
+    module = model.require_module("quantization-aware training")
     params = [p for p in module.parameters() if p.requires_grad]
     params += [a.scale for a in acts.values() if a.scale.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
     use_labels = data.labels is not None and model.task == Task.CLASSIFICATION
-    losses: list[float] = []
-    module.train()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for _ in progress(range(epochs), "quantization-aware training", epochs):
-            for inputs, labels in data.batches(32):
-                args = model.torch_args(inputs)
-                out = module(*args)
-                if use_labels:
-                    loss = nn.functional.cross_entropy(out, torch.from_numpy(labels).long())
-                else:
-                    with torch.no_grad():
-                        target = teacher(*args)
-                    loss = nn.functional.mse_loss(out, target)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-    module.eval()
-    return losses
+
+    def to_teacher(student: nn.Module, batch: TrainBatch) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(*batch.args)
+        return nn.functional.mse_loss(student(*batch.args), target)
+
+    config = TrainConfig(epochs, lr, batch_size=32, seed=seed, schedule=Schedule.CONSTANT)
+    return Trainer(model, data, config, cross_entropy if use_labels else to_teacher,
+                   parameters=params, description="quantization-aware training").run()

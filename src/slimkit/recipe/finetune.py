@@ -1,4 +1,4 @@
-"""The fine-tuning stage: ``slimkit.prune.finetune`` (seeded, cosine schedule) with
+"""The fine-tuning stage: ``slimkit.train.finetune`` (seeded, cosine schedule) with
 cross-entropy on labels for classifiers and, without labels, mean-squared error to the original
 model's outputs (self-distillation through its teacher hook)."""
 
@@ -6,25 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch.nn import functional as F
-
 from slimkit.data import Dataset
 from slimkit.errors import DataError
 from slimkit.model import Model, Task
-from slimkit.prune.finetune import FinetuneConfig, TrainBatch, TrainHooks
-from slimkit.prune.finetune import finetune as train
+from slimkit.train.finetune import FinetuneConfig, TrainHooks, mse_to_teacher
+from slimkit.train.finetune import finetune as train
 
 __all__ = ["FinetuneConfig", "finetune", "mse_to_teacher"]
-
-
-def mse_to_teacher(outputs: Any, batch: TrainBatch) -> torch.Tensor:
-    """Mean-squared error of the first output to the teacher's (no labels needed)."""
-    from slimkit.prune.finetune import first_tensor
-
-    if batch.teacher_outputs is None:
-        raise DataError("mse_to_teacher needs a teacher")
-    return F.mse_loss(first_tensor(outputs), batch.teacher_outputs)
 
 
 def finetune(model: Model, config: FinetuneConfig, data: Dataset | None,

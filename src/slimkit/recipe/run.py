@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import Dataset, synthetic
-from slimkit.errors import InputError, VerificationError
+from slimkit.errors import VerificationError
 from slimkit.evaluate.metrics import UserMetric
-from slimkit.io import check_output_path, write_text_atomic
+from slimkit.io import check_output_path, prepare_output_folder, write_text_atomic
 from slimkit.model import Model
 from slimkit.recipe.recipe import Recipe
 from slimkit.recipe.stages import STAGES, PipelineState
@@ -64,7 +64,7 @@ def compress(model: Model, recipe: Recipe, output: str | Path, data: Dataset | N
     """
     from slimkit.recipe.metric import Scorer
 
-    folder = _prepare_folder(output)
+    folder = prepare_output_folder(output)
     eval_data = data if data is not None else synthetic(model.inputs, 32, seed=0)
     scorer = Scorer(model, eval_data, metric)
     sections: dict[str, Any] = {"recipe": recipe.to_dict(), "model": model.describe(),
@@ -135,13 +135,3 @@ def measure_side_by_side(models: list[Model], threads: int = 1,
     return [{k: v for k, v in asdict(row).items()
              if k in ("model", "p50_ms", "p90_ms", "speedup", "other_cpu_cores")}
             for row in result.rows]
-
-
-def _prepare_folder(output: str | Path) -> Path:
-    folder = Path(output)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output '{folder}' is a file; give a folder")
-    if not folder.exists():
-        check_output_path(folder)
-        folder.mkdir()
-    return folder

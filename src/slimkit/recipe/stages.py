@@ -89,7 +89,7 @@ def _finetune(config: Any, state: PipelineState) -> dict[str, Any]:
 
 def _batchnorm(config: Any, state: PipelineState) -> dict[str, Any]:
     from slimkit.errors import DataError
-    from slimkit.prune.batchnorm import recalibrate_batchnorm
+    from slimkit.train.batchnorm import recalibrate_batchnorm
 
     if state.train is None:
         raise DataError("the batchnorm stage needs training data (--train or --data)")
@@ -122,9 +122,9 @@ def _export(config: Any, state: PipelineState) -> dict[str, Any]:
 def _register_builtin() -> None:
     from slimkit.export.onnx import ExportConfig
     from slimkit.prune import PruneConfig
-    from slimkit.prune.batchnorm import BatchNormConfig
     from slimkit.quantize import QuantizeConfig
     from slimkit.recipe.finetune import FinetuneConfig
+    from slimkit.train.batchnorm import BatchNormConfig
 
     register_stage(StageType("prune", PruneConfig, _prune,
                              description="remove channels (structured) or mask weights"))

@@ -7,7 +7,8 @@ from slimkit.runtime.base import (
     create_session,
     open_session,
     runtime_names,
+    takes_onnx,
 )
 
 __all__ = ["RUNTIMES", "RuntimeOptions", "Session", "create_session", "open_session",
-           "runtime_names"]
+           "runtime_names", "takes_onnx"]

@@ -139,6 +139,12 @@ def open_session(model: Model, runtime: str = "torch",
         session.close()
 
 
+def takes_onnx(runtime: str) -> bool:
+    """Whether ``runtime`` runs ONNX files (a torch model must be exported for it)."""
+    _ensure_registered()
+    return bool(getattr(RUNTIMES.get(runtime), "takes_onnx", False))
+
+
 def runtime_names() -> list[str]:
     _ensure_registered()
     return RUNTIMES.names()

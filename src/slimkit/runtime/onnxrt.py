@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from slimkit._deps import require
-from slimkit.errors import DataError, RuntimeUnavailableError
+from slimkit.errors import DataError, InputError, RuntimeUnavailableError
 from slimkit.model import Model
 from slimkit.runtime.base import RUNTIMES, GraphOptimization, Precision, RuntimeOptions
 
@@ -94,14 +94,19 @@ def to_fp16(path: Path, folder: Path) -> Path:
 
 class OrtSession:
     runtime = "onnxruntime"
+    takes_onnx = True  # a torch model is exported first (slimkit.export.sessions)
 
     def __init__(self, model: Model, options: RuntimeOptions) -> None:
         ort = require("onnxruntime", "ONNX Runtime")
         self.options = options
         self.model = model
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        providers = provider_list(options)  # before the export: an unknown provider fails fast
-        path = Path(model.onnx_path or self._export(model))
+        providers = provider_list(options)  # an unknown provider fails fast
+        if model.onnx_path is None:
+            raise InputError(f"the onnxruntime runtime runs ONNX files; '{model.name}' is a torch "
+                             "model: export it first (slimkit.export_onnx), or open it with "
+                             "slimkit.export.sessions.session_for")
+        path = Path(model.onnx_path)
         if options.precision is Precision.FP16 and options.provider == "cuda":
             path = to_fp16(path, self._folder())
         try:
@@ -116,11 +121,6 @@ class OrtSession:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="slimkit-ort-")
         return Path(self._tmp.name)
-
-    def _export(self, model: Model) -> Path:
-        from slimkit.export.onnx import export_onnx
-
-        return export_onnx(model, self._folder() / f"{model.name}.onnx").path
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:

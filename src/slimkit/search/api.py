@@ -19,12 +19,11 @@ from typing import Any
 
 from slimkit.data import Dataset
 from slimkit.evaluate.metrics import UserMetric
-from slimkit.io import write_text_atomic
+from slimkit.io import prepare_output_folder, write_text_atomic
 from slimkit.model import Model
-from slimkit.prune.batchnorm import has_batchnorm
 from slimkit.recipe import Recipe
 from slimkit.recipe.metric import Scorer
-from slimkit.recipe.run import MODEL_FILE, RECIPE_FILE, _prepare_folder
+from slimkit.recipe.run import MODEL_FILE, RECIPE_FILE
 from slimkit.search.config import SearchConfig
 from slimkit.search.finalists import Finalists
 from slimkit.search.proxy import TrialContext, layer_costs
@@ -36,6 +35,7 @@ from slimkit.search.space import (
     model_digest,
     quantizable_modules,
 )
+from slimkit.train.batchnorm import has_batchnorm
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "search-report.json"
@@ -89,7 +89,7 @@ def search(model: Model, data: Dataset, output: str | Path, config: SearchConfig
         config = replace(config, bn_batches=0)  # nothing to recalibrate: no recipe stage
     start = time.monotonic()
     deadline = start + config.budget_s if config.budget_s else None
-    folder = _prepare_folder(output)
+    folder = prepare_output_folder(output)
     sections: dict[str, Any] = {"kind": "search", "config": config.to_dict(),
                                 "seed": config.seed, "warnings": [],
                                 "objectives": report_objectives(config)}
@@ -178,7 +178,7 @@ def _prepare(model: Model, data: Dataset, train: Dataset, metric: UserMetric | N
     proxy limit (the finalists are fine-tuned) no group's ratios are bounded, so the pruning
     part of the scan is skipped: what a group loses before fine-tuning says little about what
     it loses after."""
-    from slimkit.load.zoo import cache_dir
+    from slimkit.io import cache_dir
     from slimkit.search.sensitivity import allowed_ratios, most_sensitive, scan
 
     scorer = Scorer(model, data.take(config.eval_examples), metric)

@@ -17,13 +17,13 @@ from slimkit.data import Dataset
 from slimkit.evaluate.metrics import UserMetric
 from slimkit.model import Model
 from slimkit.prune import PruneConfig
-from slimkit.prune.batchnorm import BatchNormConfig
 from slimkit.quantize import QuantizeConfig, QuantMode
 from slimkit.recipe import FinetuneConfig, Recipe, Stage, compress
 from slimkit.recipe.run import measure_side_by_side
 from slimkit.search.config import Objective, SearchConfig
 from slimkit.search.space import SearchSpace
 from slimkit.search.study import CONSTRAINT
+from slimkit.train.batchnorm import BatchNormConfig
 
 
 def point_recipe(space: SearchSpace, params: dict[str, Any], config: SearchConfig,

@@ -34,7 +34,8 @@ class TrialContext:
 def candidate(ctx: TrialContext, params: dict[str, Any]) -> Model:
     """The pruned (not fine-tuned) model of ``params``, its BatchNorm statistics re-estimated
     when the context asks for it."""
-    from slimkit.prune import PruneConfig, prune, recalibrate_batchnorm
+    from slimkit.prune import PruneConfig, prune
+    from slimkit.train.batchnorm import recalibrate_batchnorm
 
     rules = ctx.space.prune_rules(params)
     if not rules:

@@ -26,8 +26,8 @@ from types import FrameType
 from typing import Any
 
 from slimkit.errors import DataError
+from slimkit.export.sessions import session_for
 from slimkit.model import Model
-from slimkit.runtime import create_session
 from slimkit.serve.batcher import Batcher, QueueFull, Stopping
 from slimkit.serve.codec import BadRequest, decode, encode, response_type
 from slimkit.serve.config import ServeConfig
@@ -56,7 +56,7 @@ class InferenceServer:
         self.config = config or ServeConfig()
         self.metrics = Metrics()
         c = self.config
-        self.session = create_session(model, c.runtime, c.options)
+        self.session = session_for(model, c.runtime, c.options)
         self.padding = plan_padding(model, self.session, c.max_padding) if c.batching else None
         self.batcher = Batcher(self.session, c.max_batch if c.batching else 1,
                                c.max_wait_ms if c.batching else 0.0, c.max_queue, self.metrics,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimkit.prune.plan import PrunePlan
+from slimkit.graph.plan import PrunePlan
 
 
 def zero_removed(module: nn.Module, plan: PrunePlan) -> nn.Module:

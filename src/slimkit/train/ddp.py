@@ -34,16 +34,16 @@ from slimkit.parallel.errors import WorkerCrashedError, WorkerError, WorkerTimeo
 
 if TYPE_CHECKING:
     from slimkit.data import Dataset
-    from slimkit.distributed.replica import Job
     from slimkit.model import Model
-    from slimkit.prune.finetune import FinetuneConfig, TrainHooks, TrainResult
+    from slimkit.train.finetune import FinetuneConfig, TrainHooks, TrainResult
+    from slimkit.train.replica import Job
 
 log = logging.getLogger(__name__)
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 GRACE_S = 2.0  # after one rank fails: how long the others get to exit before SIGTERM/SIGKILL
 # imported once by the forkserver, inherited by every worker it forks
 PRELOAD = ["__main__", "torch", "torch._dynamo", "torch.nn.parallel", "safetensors.torch",
-           "slimkit.distributed.replica", "slimkit.prune.finetune"]
+           "slimkit.train.replica", "slimkit.train.loop"]
 
 
 def finetune_ddp(model: Model, data: Dataset, config: FinetuneConfig | None = None,
@@ -52,7 +52,7 @@ def finetune_ddp(model: Model, data: Dataset, config: FinetuneConfig | None = No
     """Fine-tune a copy of ``model`` with ``workers`` data-parallel processes (DDP).
 
     Each worker trains on its share of every ``config.batch_size`` batch (the same seeded
-    order as one process), so the result matches :func:`slimkit.prune.finetune.finetune` with
+    order as one process), so the result matches :func:`slimkit.train.finetune.finetune` with
     the same config up to the order of float sums (and per-worker BatchNorm statistics).
     Rank 0's weights come back through a safetensors file in a temporary folder; ``model`` is
     not modified. A failed worker stops the others and raises ``WorkerError`` (its exception,
@@ -86,8 +86,8 @@ def finetune_ddp(model: Model, data: Dataset, config: FinetuneConfig | None = No
         >>> len(r.losses)  # doctest: +SKIP
         1
     """
-    from slimkit.prune.finetune import FinetuneConfig, TrainHooks, TrainResult
-    from slimkit.prune.unstructured import copy_masked
+    from slimkit.graph.masks import copy_masked
+    from slimkit.train.finetune import FinetuneConfig, TrainHooks, TrainResult
 
     config, hooks = config or FinetuneConfig(), hooks or TrainHooks()
     torchrun = launched_by_torchrun()
@@ -123,7 +123,7 @@ def _check(data: Dataset, config: FinetuneConfig, hooks: TrainHooks, timeout_s: 
     if len(data) < config.workers:
         raise InputError(f"{config.workers} workers need at least as many examples; the data "
                          f"has {len(data)}")
-    from slimkit.prune.finetune import check_hooks
+    from slimkit.train.finetune import check_hooks
 
     check_hooks(hooks)
     if hooks.loss_fn is None and data.labels is None:
@@ -140,8 +140,8 @@ def _launch(model: Model, data: Dataset, config: FinetuneConfig, hooks: TrainHoo
     import torch.multiprocessing as mp
     from safetensors.torch import load_model
 
-    from slimkit.distributed.replica import LOSSES, WEIGHTS, Job, run_rank, threads_per_rank
     from slimkit.parallel.assign import available_cores
+    from slimkit.train.replica import LOSSES, WEIGHTS, Job, run_rank, threads_per_rank
 
     payload = _payload(model, data, config, hooks)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
@@ -250,10 +250,10 @@ def _join_torchrun(model: Model, data: Dataset, config: FinetuneConfig, hooks: T
     import torch
     import torch.distributed as dist
 
-    from slimkit.distributed.replica import BACKENDS, device_for, threads_per_rank, train_replica
+    from slimkit.graph.masks import copy_masked
     from slimkit.parallel.assign import available_cores
-    from slimkit.prune.finetune import TrainResult
-    from slimkit.prune.unstructured import copy_masked
+    from slimkit.train.finetune import TrainResult
+    from slimkit.train.replica import BACKENDS, device_for, threads_per_rank, train_replica
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))

@@ -4,18 +4,18 @@ architectures at random init for speed work, and all-MiniLM-L6-v2 when its packa
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from slimkit.load import architectures as arch
+from slimkit.io import cache_dir
+from slimkit.load.formats import LoadOptions, ModelFormat, register_format
 from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 from slimkit.registry import Registry
+from slimkit.zoo import architectures as arch
 
-CACHE_ENV = "SLIMKIT_CACHE_DIR"
 DIGITS_VERSION = 2  # 2: digits-mlp is LeNet-300-100 (64-300-100-10)
 
 
@@ -42,13 +42,6 @@ ZOO.register("mobilenetv2")(ZooEntry(arch.MobileNetV2, (3, 224, 224),
                                      description="MobileNetV2, random init"))
 
 
-def cache_dir() -> Path:
-    """Where trained zoo weights are kept: ``$SLIMKIT_CACHE_DIR`` or the user cache folder."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("slimkit"))
-
-
 def zoo_names() -> list[str]:
     return [*ZOO.names(), "minilm"]
 
@@ -56,9 +49,9 @@ def zoo_names() -> list[str]:
 def load_builtin(name: str, seed: int = 0) -> Model:
     """Build (and, for digits models, train once and cache) ``builtin:NAME``."""
     if name == "minilm":
-        from slimkit.load.hf import load_minilm
+        from slimkit.load.hf import load_hf_folder, minilm_folder
 
-        return load_minilm()
+        return load_hf_folder(minilm_folder(), name="minilm")
     entry = ZOO.get(name)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -76,6 +69,7 @@ def _trained_digits(name: str, module: torch.nn.Module, seed: int) -> dict[str, 
     from safetensors.torch import load_file, save_file
 
     from slimkit.io import atomic_path
+    from slimkit.zoo.digits import train_digits
 
     path = cache_dir() / "zoo" / f"{name}-v{DIGITS_VERSION}-seed{seed}.safetensors"
     if path.is_file():
@@ -93,38 +87,9 @@ def _trained_digits(name: str, module: torch.nn.Module, seed: int) -> dict[str, 
     return info
 
 
-def train_digits(module: torch.nn.Module, *, seed: int = 0, epochs: int = 30,
-                 batch_size: int = 64) -> dict[str, object]:
-    """Train ``module`` on the digits train split (Adam, cosine schedule).
+def _read(spec: str, path: Path, options: LoadOptions) -> Model:
+    return load_builtin(spec.split(":", 1)[1], seed=options.seed)
 
-    Returns the val/test accuracy and the settings.
-    """
-    from slimkit.data.digits import digits_splits
-    from slimkit.progress import progress
 
-    splits = digits_splits()
-    x, y = (torch.from_numpy(a) for a in splits["train"])
-    flat = isinstance(module, arch.DigitsMLP)
-    reshape = (lambda t: t.reshape(len(t), -1)) if flat else (lambda t: t)
-    generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    module.train()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for _ in progress(range(epochs), "training digits model", total=epochs):
-            for idx in torch.randperm(len(x), generator=generator).split(batch_size):
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(module(reshape(x[idx])), y[idx])
-                loss.backward()
-                opt.step()
-            sched.step()
-    module.eval()
-    result: dict[str, object] = {"trained_epochs": epochs, "seed": seed}
-    with torch.no_grad():
-        for split in ("val", "test"):
-            xs, ys = splits[split]
-            logits = module(reshape(torch.from_numpy(xs)))
-            result[f"{split}_accuracy"] = float((logits.argmax(1).numpy() == ys).mean())
-    return result
-
+FORMAT = register_format(ModelFormat("builtin", lambda spec, _: spec.startswith("builtin:"),
+                                     _read, 10))

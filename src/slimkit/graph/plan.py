@@ -11,10 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from slimkit.errors import InputError
-from slimkit.prune.layers import Surgery, replace_module
+from slimkit.graph.layers import Surgery, replace_module
+from slimkit.graph.transformer import surgery_for
 
 PLAN_FORMAT = "slimkit-prune-plan"
 PLAN_VERSION = 1
@@ -130,15 +132,11 @@ def apply_plan(module: nn.Module, plan: PrunePlan) -> nn.Module:
                                                          edit.in_keep)
         replace_module(module, edit.name, new)
     if plan.extra.get("bias_shift"):
-        from slimkit.prune.compensate import apply_shifts
-
         apply_shifts(module, plan.extra["bias_shift"])
     return module
 
 
 def _surgery(edit: LayerEdit, layer: nn.Module) -> Surgery:
-    from slimkit.prune.attention import surgery_for  # also modules holding head counts
-
     return surgery_for(edit.type, layer)
 
 
@@ -195,3 +193,16 @@ def _compose(outer: tuple[int, ...] | None,
     if inner is None:
         return outer
     return inner if outer is None else tuple(outer[i] for i in inner)
+
+
+def apply_shifts(module: nn.Module, shifts: dict[str, list[float]]) -> None:
+    """Add each shift to its layer's bias (the replay of a plan's ``bias_shift``)."""
+    for name, shift in shifts.items():
+        layer = dict(module.named_modules()).get(name)
+        bias = getattr(layer, "bias", None)
+        if not isinstance(bias, nn.Parameter) or bias.numel() != len(shift):
+            raise InputError(f"the pruning plan shifts the bias of '{name}' by {len(shift)} "
+                             "values, but this model has no such bias; the plan is damaged or "
+                             "made for another architecture")
+        with torch.no_grad():
+            bias.add_(torch.tensor(shift, dtype=bias.dtype, device=bias.device))

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from slimkit.prune.graph import ChannelGraph, Env, LayerKind, LayerNode, shape_of, unknown
-from slimkit.prune.rules import MODULE_RULES, first_input
+from slimkit.graph.channels import ChannelGraph, Env, LayerKind, LayerNode, shape_of, unknown
+from slimkit.graph.rules import MODULE_RULES, first_input
 from slimkit.registry import Registry
 
 Keep = Sequence[int] | None  # kept indices of an axis, in order; None: the axis is unchanged

@@ -2,7 +2,7 @@
 its share of every batch through the DDP-wrapped module, and (rank 0 of a launched job) write
 the trained weights.
 
-The training loop is ``slimkit.prune.finetune``'s own (``_train`` with ``shard=(rank,
+The training loop is the one of ``slimkit.train.loop`` (a ``Trainer`` with ``shard=(rank,
 workers)``), so N workers follow the trajectory of one process with the same global batch:
 every worker draws the same seeded order, takes examples ``rank, rank + N, ...`` of each
 batch and weights its loss by its share, and DDP averages the gradients. BatchNorm statistics
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from slimkit.data import Dataset
     from slimkit.model import Model
-    from slimkit.prune.finetune import FinetuneConfig, TrainHooks
+    from slimkit.train.finetune import FinetuneConfig, TrainHooks
 
 WEIGHTS = "weights.safetensors"
 LOSSES = "losses.json"
@@ -85,7 +85,8 @@ def train_replica(model: Model, data: Dataset, config: FinetuneConfig, hooks: Tr
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from slimkit.prune.finetune import _train
+    from slimkit.train.finetune import hooks_loss, teacher_outputs
+    from slimkit.train.loop import Trainer
 
     rank, workers = dist.get_rank(), dist.get_world_size()
     module = model.require_module("fine-tuning").to(device)
@@ -95,7 +96,9 @@ def train_replica(model: Model, data: Dataset, config: FinetuneConfig, hooks: Tr
     # first step, instead of failing DDP's reduction or being searched for at every step
     ddp = DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
                                   static_graph=True)
-    local = _train(replace(model, module=ddp), data, config, hooks, shard=(rank, workers))
+    local = Trainer(replace(model, module=ddp), data, config.train_config(), hooks_loss(hooks),
+                    shard=(rank, workers), batch_hook=teacher_outputs(hooks.teacher),
+                    description="fine-tuning").run()
     totals = torch.tensor(local, dtype=torch.float64, device=device)
     dist.all_reduce(totals)  # each rank's epoch loss is its weighted share of the batch mean
     return module.cpu().eval(), [float(v) / workers for v in totals.cpu()]
@@ -106,7 +109,7 @@ class _OnDevice:
     (the loop builds them on the CPU)."""
 
     def __init__(self, loss_fn: Any, device: torch.device) -> None:
-        from slimkit.prune.finetune import cross_entropy
+        from slimkit.train.finetune import cross_entropy
 
         self.loss_fn, self.device = loss_fn or cross_entropy, device
 

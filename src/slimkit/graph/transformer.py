@@ -6,11 +6,14 @@ names and no class names are matched.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
+from slimkit.graph.layers import SURGERY, Keep, Surgery
 from slimkit.registry import Registry
 
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads")  # query heads
@@ -155,3 +158,37 @@ def find_sites(module: nn.Module) -> list[Site]:
                     claimed.update(site.layers)
                     sites.append(site)
     return sites
+
+
+# ---- surgery of the module holding the head counts (attention modules) ----------------
+
+def head_axes(module: Any) -> tuple[int, int | None]:
+    return int_attr(module, HEAD_ATTRS) or 0, int_attr(module, KV_ATTRS)
+
+
+def _rebuild_holder(old: Any, out_keep: Keep, in_keep: Keep) -> nn.Module:
+    """A shallow copy with the new head counts (its children are the already rebuilt
+    projections); ``old`` keeps its own counts."""
+    new = copy.copy(old)
+    for key in ("_modules", "_parameters", "_buffers"):
+        new.__dict__[key] = dict(old.__dict__[key])
+    heads = len(out_keep) if out_keep is not None else head_axes(old)[0]
+    for name in HEAD_ATTRS:
+        if name in old.__dict__:
+            setattr(new, name, heads)
+    for name in KV_ATTRS:
+        if name in old.__dict__ and in_keep is not None:
+            setattr(new, name, len(in_keep))
+    if "all_head_size" in old.__dict__:
+        new.all_head_size = heads * (int_attr(old, DIM_ATTRS) or 0)
+    return new
+
+
+HEAD_SURGERY = Surgery(head_axes, _rebuild_holder)
+
+
+def surgery_for(type_name: str, layer: nn.Module) -> Surgery:
+    """The surgery of a layer type (``SURGERY``), or of a module holding head counts."""
+    if type_name not in SURGERY and int_attr(layer, HEAD_ATTRS) is not None:
+        return HEAD_SURGERY
+    return SURGERY.get(type_name)

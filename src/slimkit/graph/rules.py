@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from slimkit.prune.graph import ChannelGraph, Env, flatten_block, shape_of, unknown
+from slimkit.graph.channels import ChannelGraph, Env, flatten_block, shape_of, unknown
 from slimkit.registry import Registry
 
 Rule = Callable[[fx.Node, Any, ChannelGraph, Env], "list[int] | None"]

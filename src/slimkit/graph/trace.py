@@ -3,17 +3,14 @@ targets, one forward pass for the shapes, then the rules of ``rules.py`` and ``l
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from slimkit.errors import InputError
-from slimkit.model import Model
-from slimkit.prune import layers as _layers  # noqa: F401  (registers Conv, Linear, BN rules)
-from slimkit.prune.graph import (
+from slimkit.graph import layers as _layers  # noqa: F401  (registers Conv, Linear, BN rules)
+from slimkit.graph.channels import (
     SHAPE_KEY,
     ChannelGraph,
     Env,
@@ -22,7 +19,8 @@ from slimkit.prune.graph import (
     tensor_args,
     unknown,
 )
-from slimkit.prune.rules import function_rule, method_rule, module_rule
+from slimkit.graph.rules import function_rule, method_rule, module_rule
+from slimkit.model import Model, eval_mode
 from slimkit.selector import Layer, Selector
 
 
@@ -81,17 +79,6 @@ class _ShapeRecorder(fx.Interpreter):
         if isinstance(result, torch.Tensor):
             n.meta[SHAPE_KEY] = tuple(int(d) for d in result.shape)
         return result
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    flags = {sub: sub.training for sub in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for sub, training in flags.items():
-            sub.training = training
 
 
 def _propagate(traced: fx.GraphModule, graph: ChannelGraph) -> None:
