@@ -18,6 +18,7 @@ def metric(model: Model, data: Dataset, reference: Model | None = None,
     classifier or the mean cosine similarity of the outputs otherwise.
 
     Example:
+        >>> import numpy as np
         >>> from slimkit.testing import tiny_model
         >>> m = tiny_model("mlp")
         >>> metric(m, Dataset({"input": np.ones((4, 8), np.float32)}), reference=m)

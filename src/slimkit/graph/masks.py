@@ -36,8 +36,8 @@ def finalize(model: Model) -> Model:
 
     Example:
         >>> from slimkit.testing import tiny_model
-        >>> sparse, _, _ = prune_unstructured(tiny_model("mlp"), PruneConfig(
-        ...     mode="unstructured", ratio=0.5))
+        >>> sparse = tiny_model("mlp")
+        >>> _ = torch_prune.l1_unstructured(sparse.module.fc1, "weight", amount=0.5)
         >>> baked = finalize(sparse).module
         >>> sorted(n for n, _ in baked.fc1.named_parameters())
         ['bias', 'weight']

@@ -31,6 +31,7 @@ def prune_and_finetune(model: Model, config: PruneConfig | None = None,
     and after every step, into the report's ``finetune`` section.
 
     Example:
+        >>> import numpy as np
         >>> from slimkit.testing import tiny_model
         >>> x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
         >>> data = Dataset({"input": x}, np.arange(16) % 4)

@@ -258,8 +258,10 @@ class Trainer:
         if not torch.isfinite(loss):
             raise InputError(f"the training loss became {float(loss)} at step {step}; lower "
                              "the learning rate and try again")
+        if weight != 1.0:  # recorded weighted too: the workers' mean is the batch's mean loss
+            loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * weight if weight != 1.0 else loss).backward()
+        loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
