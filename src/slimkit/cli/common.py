@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from slimkit.model import Model
+
+C = TypeVar("C")
 
 EPILOG = """models: an .onnx file, a Hugging Face folder (config.json + safetensors),
 package.module:factory or file.py:factory (with --weights), or builtin:NAME
@@ -39,3 +43,29 @@ def load(args: argparse.Namespace, spec: str) -> Model:
     from slimkit.load import load_model
 
     return load_model(spec, weights=args.weights, input_shape=args.input_shape)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, section: str,
+                     **overrides: Any) -> C:
+    """The config dataclass ``cls`` from the arguments whose dest is ``SECTION.FIELD``: each
+    flag maps onto one field (declare it with ``dest="section.field"``), so no command restates
+    the fields. Lists become tuples; ``overrides`` win (values shared between two configs).
+
+    Example:
+        >>> from slimkit.prune import PruneConfig
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--ratio", type=float, dest="prune.ratio")
+        >>> _ = p.add_argument("--exclude", action="append", default=[], dest="prune.exclude")
+        >>> config_from_args(PruneConfig, p.parse_args(["--ratio", "0.3"]), "prune").ratio
+        0.3
+    """
+    prefix = section + "."
+    values = {key[len(prefix):]: tuple(value) if isinstance(value, list) else value
+              for key, value in vars(args).items() if key.startswith(prefix)}
+    values.update(overrides)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:  # a programming error in a command module, not a user error
+        raise TypeError(f"{cls.__name__} has no fields {unknown}")
+    return cls(**values)
+

@@ -11,6 +11,9 @@ from slimkit.cli.common import csv, load, model_args
 HELP = "Deep Compression: prune, cluster and entropy-code into a .slim file (verified)"
 
 
+D = "compact."  # flags of DeepCompressConfig's fields
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p)
     p.add_argument("-o", "--output", required=True, help="the .slim file to write")
@@ -20,26 +23,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "(default: --data)")
     p.add_argument("--pack-only", action="store_true",
                    help="no pruning or clustering: write the model as it is (lossless)")
-    p.add_argument("--sparsity", type=float, default=0.9, help="share of weights pruned")
-    p.add_argument("--prune-scope", default="global", choices=["layer", "global"])
-    p.add_argument("--prune-epochs", type=int, default=30)
-    p.add_argument("--clusters", type=int, default=16, help="centroids per codebook (2..256)")
-    p.add_argument("--init", default="linear", choices=["linear", "density", "kmeans++"])
-    p.add_argument("--granularity", default="layer", choices=["layer", "channel"])
-    p.add_argument("--cluster-epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--cluster-lr", type=float, default=1e-4)
-    p.add_argument("--no-half", action="store_true",
+    p.add_argument("--sparsity", dest=D + "sparsity",
+                   type=float, default=0.9, help="share of weights pruned")
+    p.add_argument("--prune-scope", dest=D + "prune_scope",
+                   default="global", choices=["layer", "global"])
+    p.add_argument("--prune-epochs", dest=D + "prune_epochs", type=int, default=30)
+    p.add_argument("--clusters", dest=D + "clusters",
+                   type=int, default=16, help="centroids per codebook (2..256)")
+    p.add_argument("--init", dest=D + "init",
+                   default="linear", choices=["linear", "density", "kmeans++"])
+    p.add_argument("--granularity", dest=D + "granularity",
+                   default="layer", choices=["layer", "channel"])
+    p.add_argument("--cluster-epochs", dest=D + "cluster_epochs", type=int, default=10)
+    p.add_argument("--lr", dest=D + "lr", type=float, default=1e-3)
+    p.add_argument("--cluster-lr", dest=D + "cluster_lr", type=float, default=1e-4)
+    p.add_argument("--no-half", action="store_false", dest=D + "half_precision",
                    help="keep biases, norms and codebooks float32")
-    p.add_argument("--exclude", action="append", default=[], metavar="RULE",
+    p.add_argument("--exclude", dest=D + "exclude", action="append", default=[], metavar="RULE",
                    help="layers left alone: name:EXACT, re:REGEX or type:OP (repeatable)")
-    p.add_argument("--codecs", type=csv(str), default=("huffman", "zlib", "lzma"),
+    p.add_argument("--codecs", dest=D + "codecs",
+                   type=csv(str), default=("huffman", "zlib", "lzma"),
                    help="stream codecs measured per stream (smallest kept)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", dest=D + "seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> None:
+    from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_mapping, print_table
     from slimkit.compact import DeepCompressConfig, deep_compress, write_slim
     from slimkit.data import load_data
@@ -49,14 +59,10 @@ def run(args: argparse.Namespace) -> None:
     report_path = Path(str(args.output) + ".report.json")
     model = load(args, args.model)
     if args.pack_only:
-        report = write_slim(model, args.output, codecs=tuple(args.codecs)).to_dict()
+        report = write_slim(model, args.output, codecs=tuple(getattr(args, D + "codecs"))
+                            ).to_dict()
     else:
-        config = DeepCompressConfig(
-            sparsity=args.sparsity, prune_scope=args.prune_scope,
-            prune_epochs=args.prune_epochs, clusters=args.clusters, init=args.init,
-            granularity=args.granularity, cluster_epochs=args.cluster_epochs, lr=args.lr,
-            cluster_lr=args.cluster_lr, half_precision=not args.no_half,
-            exclude=tuple(args.exclude), codecs=tuple(args.codecs), seed=args.seed)
+        config = config_from_args(DeepCompressConfig, args, "compact")
         data = load_data(args.data, model, split="train")
         eval_data = load_data(args.eval_data, model) if args.eval_data else None
         report = deep_compress(model, data, config, eval_data=eval_data,

@@ -30,36 +30,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="fine-tuning/calibration data (default: the train split of "
                                    "--data, or --data itself)")
     p.add_argument("--metric", help="user metric package.module:function(outputs, labels)")
-    p.add_argument("--threads", type=int, default=1, help="threads for latency measurements")
+    p.add_argument("--threads", type=int, default=1, help="threads for latency measurements",
+                   dest="search.threads")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    s = p.add_argument_group("search (--auto)")
-    s.add_argument("--max-drop", type=float, default=0.01, help="largest metric drop allowed")
-    s.add_argument("--objective", default="latency", choices=["latency", "size", "both"])
+    s = p.add_argument_group("search (--auto)")  # flags of SearchConfig's fields
+    c = "search."
+    s.add_argument("--max-drop", type=float, default=0.01, help="largest metric drop allowed",
+                   dest=c + "max_drop")
+    s.add_argument("--objective", default="latency", choices=["latency", "size", "both"],
+                   dest=c + "objective")
     s.add_argument("--budget", help="wall-clock budget, e.g. 30m, 1.5h, 600s")
-    s.add_argument("--trials", type=int, default=40, help="proxy trials")
-    s.add_argument("--finalists", type=int, default=4,
+    s.add_argument("--trials", type=int, default=40, help="proxy trials", dest=c + "trials")
+    s.add_argument("--finalists", type=int, default=4, dest=c + "finalists",
                    help="candidates fine-tuned, exported and measured")
-    s.add_argument("--finetune-epochs", type=int, default=3,
+    s.add_argument("--finetune-epochs", type=int, default=3, dest=c + "finetune_epochs",
                    help="fine-tuning of each finalist (0: none; the proxy limit is then the "
                         "budget itself)")
-    s.add_argument("--finetune-workers", type=int, default=1,
+    s.add_argument("--finetune-workers", type=int, default=1, dest=c + "finetune_workers",
                    help="data-parallel (DDP) fine-tuning processes per finalist")
-    s.add_argument("--refine-steps", type=int, default=None,
+    s.add_argument("--refine-steps", type=int, default=None, dest=c + "refine_steps",
                    help="steps of the second round's walk to cheaper points, under the drop "
                         "limit the first finalists' fine-tuning calibrates (default: 6 when "
                         "finalists are fine-tuned)")
-    s.add_argument("--no-int8", action="store_true", help="leave int8 out of the space")
+    s.add_argument("--no-int8", action="store_false", help="leave int8 out of the space",
+                   dest=c + "quantize")
     s.add_argument("--ratios", type=csv(float), default=(0.0, 0.25, 0.5, 0.625, 0.75, 0.875),
+                   dest=c + "ratios",
                    help="pruning ratios a group may take, e.g. 0,0.25,0.5,0.75")
-    s.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--storage", help="Optuna storage: an RDB URL or a SQLite file "
-                                     "(default: OUTPUT/search.db; resumes when it exists)")
-    s.add_argument("--study", help="study name (default: from the model digest)")
-    s.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"])
-    s.add_argument("--ray-address", help="join a running Ray cluster (default: start a "
-                                         "local one)")
-    s.add_argument("--workers", type=int, default=1, help="trials run at once")
+    s.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"], dest=c + "sampler")
+    s.add_argument("--seed", type=int, default=0, dest=c + "seed")
+    s.add_argument("--storage", dest=c + "storage",
+                   help="Optuna storage: an RDB URL or a SQLite file (default: "
+                        "OUTPUT/search.db; resumes when it exists)")
+    s.add_argument("--study", help="study name (default: from the model digest)",
+                   dest=c + "study_name")
+    s.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
+                   dest=c + "executor")
+    s.add_argument("--ray-address", dest=c + "ray_address",
+                   help="join a running Ray cluster (default: start a local one)")
+    s.add_argument("--workers", type=int, default=1, help="trials run at once",
+                   dest=c + "workers")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,25 +116,20 @@ def _recipe(args: argparse.Namespace, model: Model, data: Dataset | None,
 
     recipe = load_recipe(args.recipe)
     result = compress(model, recipe, args.output, data, train, metric=metric,
-                      threads=args.threads)
+                      threads=getattr(args, "search.threads"))
     return result.to_dict(), BUDGET_NOT_MET if result.met_budget is False else 0
 
 
 def _search(args: argparse.Namespace, model: Model, data: Dataset | None,
             train: Dataset | None, metric: UserMetric | None) -> tuple[dict[str, Any], int]:
+    from slimkit.cli.common import config_from_args
     from slimkit.data import synthetic
     from slimkit.search import SearchConfig, parse_duration, search
 
-    config = SearchConfig(
-        max_drop=args.max_drop, objective=args.objective,
-        budget_s=parse_duration(args.budget) if args.budget else None, trials=args.trials,
-        finalists=args.finalists, seed=args.seed, sampler=args.sampler,
-        quantize=not args.no_int8, ratios=args.ratios, finetune_epochs=args.finetune_epochs,
-        finetune_workers=args.finetune_workers, refine_steps=args.refine_steps,
-        executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-        storage=args.storage, study_name=args.study, threads=args.threads)
+    config = config_from_args(SearchConfig, args, "search", budget_s=parse_duration(
+        args.budget) if args.budget else None)
     if data is None:
-        data = synthetic(model.inputs, 64, seed=args.seed)
+        data = synthetic(model.inputs, 64, seed=config.seed)
     result = search(model, data, args.output, config, train, metric)
     return result.to_dict(), 0 if result.met_budget else BUDGET_NOT_MET
 

@@ -11,6 +11,9 @@ from slimkit.cli.common import load, model_args
 HELP = "train a smaller student to match a teacher (soft targets, hints or embeddings)"
 
 
+D = "distill."  # flags of DistillConfig's fields
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p)  # MODEL is the teacher
     p.add_argument("-o", "--output", required=True,
@@ -24,29 +27,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     student.add_argument("--prune-ratio", type=float, metavar="R",
                          help="student = the teacher with R of its channels removed")
     p.add_argument("--val", help="validation data: early stopping and the best student")
-    p.add_argument("--loss", default="kd", choices=["kd", "embedding-mse", "embedding-cosine"])
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft (teacher) term")
+    p.add_argument("--loss", dest=D + "loss",
+                   default="kd", choices=["kd", "embedding-mse", "embedding-cosine"])
+    p.add_argument("--temperature", dest=D + "temperature", type=float, default=4.0)
+    p.add_argument("--alpha", dest=D + "alpha",
+                   type=float, default=0.9, help="weight of the soft (teacher) term")
     p.add_argument("--hint", action="append", default=[], metavar="STUDENT=TEACHER",
+                   dest=D + "features", type=_pair,
                    help="match these layers' outputs (adapters bridge widths; repeatable)")
-    p.add_argument("--feature-weight", type=float, default=1.0)
-    p.add_argument("--output-adapter", action="store_true",
+    p.add_argument("--feature-weight", dest=D + "feature_weight", type=float, default=1.0)
+    p.add_argument("--output-adapter", dest=D + "output_adapter", action="store_true",
                    help="learn a Linear from the student's output width to the teacher's")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=0, help="steps (0: every epoch)")
-    p.add_argument("--patience", type=int, default=0, help="0: never stop early")
+    p.add_argument("--epochs", dest=D + "epochs", type=int, default=1)
+    p.add_argument("--max-steps", dest=D + "max_steps", type=int)
+    p.add_argument("--lr", dest=D + "lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", dest=D + "optimizer",
+                   default="adam", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--batch-size", dest=D + "batch_size", type=int, default=32)
+    p.add_argument("--seed", dest=D + "seed", type=int, default=0)
+    p.add_argument("--eval-every", dest=D + "eval_every",
+                   type=int, default=0, help="steps (0: every epoch)")
+    p.add_argument("--patience", dest=D + "patience",
+                   type=int, default=0, help="0: never stop early")
     p.add_argument("--checkpoint", help="checkpoint folder")
-    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--checkpoint-every", dest=D + "checkpoint_every", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> None:
+    from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_mapping
     from slimkit.data import load_data
     from slimkit.distill import DistillConfig, distill, narrow_student, shallow_student
@@ -55,13 +65,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.resume and not args.checkpoint:
         raise InputError("--resume needs --checkpoint FOLDER")
-    config = DistillConfig(
-        loss=args.loss, temperature=args.temperature, alpha=args.alpha,
-        features=tuple(_pair(h) for h in args.hint), feature_weight=args.feature_weight,
-        output_adapter=args.output_adapter, epochs=args.epochs, max_steps=args.max_steps,
-        lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
-        eval_every=args.eval_every, patience=args.patience,
-        checkpoint_every=args.checkpoint_every)
+    config = config_from_args(DistillConfig, args, "distill")
     out = Path(args.output)
     check_output_path(out / "x" if out.is_dir() else out)  # fail before the work
     teacher = load(args, args.model)
@@ -69,12 +73,12 @@ def run(args: argparse.Namespace) -> None:
     if args.keep_every is not None:
         student = shallow_student(teacher, args.keep_every)
     elif args.prune_ratio is not None:
-        pruned = narrow_student(teacher, args.prune_ratio, seed=args.seed)
+        pruned = narrow_student(teacher, args.prune_ratio, seed=config.seed)
         student, plan = pruned.model, pruned.plan
     else:
         student = load(args, args.student)
-    data = load_data(args.data, teacher, split="train", seed=args.seed)
-    val = load_data(args.val, teacher, split="val", seed=args.seed) if args.val else None
+    data = load_data(args.data, teacher, split="train", seed=config.seed)
+    val = load_data(args.val, teacher, split="val", seed=config.seed) if args.val else None
     result = distill(student, teacher, data, config, val=val, checkpoint=args.checkpoint,
                      resume=args.resume)
     folder = result.save(out, plan)
@@ -93,9 +97,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _pair(text: str) -> tuple[str, str]:
-    from slimkit.errors import InputError
-
     student, sep, teacher = text.partition("=")
     if not sep or not student or not teacher:
-        raise InputError(f"--hint '{text}' must be STUDENT_LAYER=TEACHER_LAYER")
+        raise argparse.ArgumentTypeError(f"'{text}' must be STUDENT_LAYER=TEACHER_LAYER")
     return student, teacher

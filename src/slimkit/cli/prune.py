@@ -14,47 +14,57 @@ CRITERIA = "l1, l2, random (no data); taylor, saliency (gradients); activation (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    pr, ft = "prune.", "finetune."  # flags of PruneConfig's and FinetuneConfig's fields
     model_args(p)
     p.add_argument("-o", "--output", required=True,
                    help="folder to write (prune-plan.json + model.safetensors)")
-    p.add_argument("--unstructured", action="store_true",
+    p.add_argument("--unstructured", action="store_const", const="unstructured",
+                   default="structured", dest=pr + "mode",
                    help="mask single weights (no speed-up on dense runtimes) instead of "
                         "removing channels")
-    p.add_argument("--ratio", type=float, default=0.5, help="share to remove, in [0, 1)")
-    p.add_argument("--head-ratio", type=float, help="transformers: share of attention heads "
-                   "to remove (default: --ratio)")
-    p.add_argument("--ffn-ratio", type=float, help="transformers: share of FFN neurons to "
-                   "remove (default: --ratio)")
-    p.add_argument("--compensate", action="store_true", help="transformers: add the mean "
-                   "output of removed heads/neurons to the next bias (needs --data)")
-    p.add_argument("--scope", default="layer", choices=["layer", "global"])
-    p.add_argument("--importance", default="l1", help=f"criterion: {CRITERIA}")
-    p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"])
-    p.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple")
-    p.add_argument("--exclude", action="append", default=[], metavar="RULE",
+    p.add_argument("--ratio", type=float, default=0.5, help="share to remove, in [0, 1)",
+                   dest=pr + "ratio")
+    p.add_argument("--head-ratio", type=float, dest=pr + "head_ratio",
+                   help="transformers: share of attention heads to remove (default: --ratio)")
+    p.add_argument("--ffn-ratio", type=float, dest=pr + "ffn_ratio",
+                   help="transformers: share of FFN neurons to remove (default: --ratio)")
+    p.add_argument("--compensate", action="store_true", dest=pr + "compensate",
+                   help="transformers: add the mean output of removed heads/neurons to the "
+                        "next bias (needs --data)")
+    p.add_argument("--scope", default="layer", choices=["layer", "global"], dest=pr + "scope")
+    p.add_argument("--importance", default="l1", help=f"criterion: {CRITERIA}",
+                   dest=pr + "importance")
+    p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"],
+                   dest=pr + "group_reduce")
+    p.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple",
+                   dest=pr + "round_to")
+    p.add_argument("--exclude", action="append", default=[], metavar="RULE", dest=pr + "exclude",
                    help="layers never pruned: name:EXACT, re:REGEX or type:OP (repeatable)")
     p.add_argument("--data", help="data for data-driven importance, sparse training and "
                                   "fine-tuning (e.g. builtin:digits:train)")
     p.add_argument("--eval-data", help="data to measure the metric on (sensitivity scan, "
                                        "accuracy before/after fine-tuning)")
-    p.add_argument("--penalty", type=float, default=1e-4,
+    p.add_argument("--penalty", type=float, default=1e-4, dest=pr + "penalty",
                    help="strength of the slimming / group-lasso penalty")
-    p.add_argument("--finetune-epochs", type=int, default=0,
+    p.add_argument("--finetune-epochs", type=int, default=0, dest=ft + "epochs",
                    help="epochs of fine-tuning on --data after each pruning step")
-    p.add_argument("--finetune-workers", type=int, default=1, metavar="N",
+    p.add_argument("--finetune-workers", type=int, default=1, metavar="N", dest=ft + "workers",
                    help="data-parallel fine-tuning processes (torch DDP; each trains on a "
                         "share of every batch)")
-    p.add_argument("--iterations", type=int, default=1,
+    p.add_argument("--iterations", type=int, default=1, dest=ft + "iterations",
                    help="pruning steps (cubic schedule), each followed by fine-tuning")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate",
+                   dest=ft + "lr")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
+                   dest=ft + "optimizer")
+    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size",
+                   dest=ft + "batch_size")
     p.add_argument("--sensitivity", action="store_true",
                    help="scan every group alone on --eval-data (or --data) and set per-group "
                         "ratios reaching --ratio overall")
     p.add_argument("--sensitivity-ratios", type=csv(float), default=(0.25, 0.5, 0.75),
                    help="ratios the scan tries (comma-separated)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, dest=pr + "seed")
     p.add_argument("--measure", action="store_true",
                    help="measure ONNX Runtime latency before/after in the same run")
     p.add_argument("--threads", type=int, default=1)
@@ -62,50 +72,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_prune
     from slimkit.data import load_data
-    from slimkit.errors import InputError
     from slimkit.io import check_output_path
-    from slimkit.prune import PruneConfig, PruneMode
-    from slimkit.prune.api import measure_latency, prune
-    from slimkit.prune.iterative import prune_and_finetune
-    from slimkit.prune.sensitivity import config_from_scan, scan_section, sensitivity_scan
-    from slimkit.train.finetune import FinetuneConfig
+    from slimkit.prune import PruneConfig, prune
+    from slimkit.prune.api import AdvancedPrune
+    from slimkit.train import FinetuneConfig
 
-    config = PruneConfig(mode=PruneMode.UNSTRUCTURED if args.unstructured
-                         else PruneMode.STRUCTURED,
-                         ratio=args.ratio, head_ratio=args.head_ratio,
-                         ffn_ratio=args.ffn_ratio, compensate=args.compensate,
-                         scope=args.scope, importance=args.importance,
-                         group_reduce=args.group_reduce, round_to=args.round_to,
-                         exclude=tuple(args.exclude), seed=args.seed, penalty=args.penalty)
-    finetune = FinetuneConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer,
-                              batch_size=args.batch_size, iterations=args.iterations,
-                              seed=args.seed, workers=args.finetune_workers)
-    tuning = args.finetune_epochs > 0 or args.iterations > 1
-    if (tuning or args.sensitivity) and not (args.data or args.eval_data):
-        raise InputError("--finetune-epochs, --iterations and --sensitivity need --data")
+    config = config_from_args(PruneConfig, args, "prune")
+    finetune = config_from_args(FinetuneConfig, args, "finetune", seed=config.seed)
+    advanced = AdvancedPrune(tuple(args.sensitivity_ratios) if args.sensitivity else (),
+                             args.measure, args.threads)
     out = Path(args.output)
     check_output_path(out / "prune-plan.json" if out.is_dir() else out)  # fail before work
     model = load(args, args.model)
     data = load_data(args.data, model, split="train") if args.data else None
     eval_data = load_data(args.eval_data, model) if args.eval_data else None
-    scan = None
-    if args.sensitivity:
-        scan_data = eval_data if eval_data is not None else data
-        if scan_data is None:
-            raise InputError("--sensitivity needs --eval-data or --data")
-        scan = sensitivity_scan(model, scan_data, config, tuple(args.sensitivity_ratios),
-                                train_data=data)
-        config = config_from_scan(config, scan)
-    if tuning:
-        result = prune_and_finetune(model, config, data, finetune, eval_data=eval_data)
-    else:
-        result = prune(model, config, data)
-    if scan is not None:
-        result.sections["sensitivity"] = scan_section(scan, config)
-    if args.measure:
-        result.sections["latency"] = measure_latency(model, result.model, args.threads)
+    result = prune(model, config, data, finetune=finetune, eval_data=eval_data,
+                   advanced=advanced)
     folder = result.save(args.output)
     if args.json:
         print(json.dumps(result.sections, indent=2, default=str))

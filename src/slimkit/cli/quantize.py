@@ -14,38 +14,46 @@ HELP = ("int8 (dynamic/static), int4 or fp16; verified and measured against floa
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p)
     p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
-    p.add_argument("--mode", default="dynamic",
+    q = "quantize."  # flags of QuantizeConfig's fields
+    p.add_argument("--mode", default="dynamic", dest=q + "mode",
                    choices=["dynamic", "static", "qat", "int4", "fp16"])
     p.add_argument("--calib", help="calibration data (static mode; training data in qat "
                                    "mode), e.g. builtin:digits:train")
     p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
-    p.add_argument("--method", default="minmax",
+    p.add_argument("--method", default="minmax", dest=q + "method",
                    choices=["minmax", "percentile", "entropy", "mse"],
                    help="calibration method (static mode)")
-    p.add_argument("--per-tensor", action="store_true",
+    p.add_argument("--per-tensor", action="store_false", dest=q + "per_channel",
                    help="one weight scale per tensor (default: per output channel)")
     p.add_argument("--activation-type", default="auto", choices=["auto", "u8", "s8"],
+                   dest=q + "activation_type",
                    help="auto picks the fast integer path of this CPU (u8 on x86)")
-    p.add_argument("--symmetric-activations", action="store_true")
-    p.add_argument("--exclude", action="append", default=[], metavar="RULE",
+    p.add_argument("--symmetric-activations", action="store_true",
+                   dest=q + "symmetric_activations")
+    p.add_argument("--exclude", action="append", default=[], metavar="RULE", dest=q + "exclude",
                    help="keep layers in float: name:EXACT, re:REGEX or type:OP (repeatable)")
-    p.add_argument("--calibration-size", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=32, help="int4 block size")
-    p.add_argument("--no-fuse", action="store_true",
+    p.add_argument("--calibration-size", type=int, default=128, dest=q + "calibration_size")
+    p.add_argument("--block-size", type=int, default=32, help="int4 block size",
+                   dest=q + "block_size")
+    p.add_argument("--no-fuse", action="store_false", dest=q + "fuse_transformer",
                    help="skip ONNX Runtime's transformer fusion / pre-processing")
-    p.add_argument("--max-drop", type=float,
+    p.add_argument("--max-drop", type=float, dest=q + "max_drop",
                    help="largest metric drop allowed; layers are reverted to float until it "
                         "holds (exit code 5 if it cannot, with the best model written)")
-    p.add_argument("--relative", action="store_true", help="--max-drop is relative")
+    p.add_argument("--relative", action="store_true", help="--max-drop is relative",
+                   dest=q + "relative_drop")
     p.add_argument("--metric", help="user metric package.module:function(outputs, labels)")
-    p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs (qat mode)")
-    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate (qat mode)")
-    p.add_argument("--learn-scales", action="store_true",
+    p.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs (qat mode)",
+                   dest=q + "qat_epochs")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate (qat mode)",
+                   dest=q + "qat_lr")
+    p.add_argument("--learn-scales", action="store_true", dest=q + "learn_scales",
                    help="learn activation scales during QAT (LSQ)")
-    p.add_argument("--smooth", type=float, metavar="ALPHA",
+    p.add_argument("--smooth", type=float, metavar="ALPHA", dest=q + "smooth_alpha",
                    help="SmoothQuant rebalancing of LayerNorm -> Linear pairs (e.g. 0.5), "
                         "applied where exact")
     p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
+                   dest=q + "equalize",
                    help="cross-layer equalization + bias correction of torch CNNs (static "
                         "mode); auto: tried on depthwise pairs, kept when it scores better")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
@@ -56,20 +64,14 @@ BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget 
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_quantize
     from slimkit.data import load_data
     from slimkit.evaluate.metrics import load_user_metric
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.quantize import QuantizeConfig, quantize
 
-    config = QuantizeConfig(
-        mode=args.mode, per_channel=not args.per_tensor, method=args.method,
-        activation_type=args.activation_type, symmetric_activations=args.symmetric_activations,
-        exclude=tuple(args.exclude), calibration_size=args.calibration_size,
-        block_size=args.block_size, fuse_transformer=not args.no_fuse,
-        max_drop=args.max_drop, relative_drop=args.relative, qat_epochs=args.qat_epochs,
-        qat_lr=args.qat_lr, learn_scales=args.learn_scales, smooth_alpha=args.smooth,
-        equalize=args.equalize)
+    config = config_from_args(QuantizeConfig, args, "quantize")
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
     model = load(args, args.model)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from slimkit.data import Dataset, synthetic
-from slimkit.errors import VerificationError
+from slimkit.errors import InputError, VerificationError
 from slimkit.graph.plan import PrunePlan
 from slimkit.model import Model, eval_mode
 from slimkit.prune.config import PruneConfig
@@ -44,9 +44,27 @@ class PruneResult:
         return save_pruned(self.model, self.plan, folder).parent
 
 
+@dataclass(frozen=True)
+class AdvancedPrune:
+    """What may happen around the pruning itself.
+
+    Args:
+        sensitivity_ratios: scan every group alone at these ratios first (on ``eval_data``,
+            else ``data``) and prune each group by how much it can lose, reaching
+            ``config.ratio`` overall (``scope`` layer); () for no scan.
+        measure: benchmark ONNX Runtime latency of the original and the pruned model
+            (exports both; seconds of work).
+        threads: threads for that measurement.
+    """
+
+    sensitivity_ratios: tuple[float, ...] = ()
+    measure: bool = False
+    threads: int = 1
+
+
 def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None = None, *,
-          finetune: FinetuneConfig | None = None, measure: bool = False,
-          threads: int = 1) -> PruneResult:
+          finetune: FinetuneConfig | None = None, eval_data: Dataset | None = None,
+          advanced: AdvancedPrune | None = None) -> PruneResult:
     """Prune ``model``: remove channels (structured) or mask weights (unstructured).
 
     Args:
@@ -56,9 +74,9 @@ def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None 
             group_lasso train on it first) and for fine-tuning.
         finetune: prune in ``finetune.iterations`` steps, fine-tuning on ``data`` (labels,
             cross-entropy) after each; see ``prune_and_finetune`` for a custom loss.
-        measure: benchmark ONNX Runtime latency of the original and the pruned model
-            (exports both; seconds of work).
-        threads: threads for that measurement.
+        eval_data: data the metric is measured on (before and after fine-tuning, and by a
+            sensitivity scan).
+        advanced: a sensitivity scan first, a latency measurement after.
 
     Example:
         >>> from slimkit.testing import tiny_model
@@ -66,16 +84,30 @@ def prune(model: Model, config: PruneConfig | None = None, data: Dataset | None 
         >>> r.model.module.conv.out_channels, r.sections["size"]["macs_ratio"]
         (4, 0.5)
     """
-    config = config or PruneConfig()
+    from slimkit.prune.sensitivity import config_from_scan, scan_section, sensitivity_scan
+
+    config, advanced = config or PruneConfig(), advanced or AdvancedPrune()
     model.require_module("pruning")
-    if finetune is not None:
+    tuning = finetune is not None and (finetune.epochs > 0 or finetune.iterations > 1)
+    scan_data = eval_data if eval_data is not None else data
+    if (tuning or advanced.sensitivity_ratios) and scan_data is None:
+        raise InputError("fine-tuning, iterative pruning and a sensitivity scan need --data "
+                         "(examples to train and measure on)")
+    scan = None
+    if advanced.sensitivity_ratios and scan_data is not None:
+        scan = sensitivity_scan(model, scan_data, config, advanced.sensitivity_ratios,
+                                train_data=data)
+        config = config_from_scan(config, scan)
+    if tuning:
         from slimkit.prune.iterative import prune_and_finetune
 
-        result = prune_and_finetune(model, config, data, finetune)
+        result = prune_and_finetune(model, config, data, finetune, eval_data=eval_data)
     else:
         result = prune_once(model, config, data)
-    if measure:
-        result.sections["latency"] = measure_latency(model, result.model, threads)
+    if scan is not None:
+        result.sections["sensitivity"] = scan_section(scan, config)
+    if advanced.measure:
+        result.sections["latency"] = measure_latency(model, result.model, advanced.threads)
     return result
 
 
