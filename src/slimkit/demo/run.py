@@ -44,10 +44,10 @@ def run_demo(config: DemoConfig | None = None) -> Report:
         >>> report.sections["accuracy"]["onnxruntime"] >= 0.95
         True
     """
-    from slimkit.demo import stages
     from slimkit.bench.core import BenchConfig, benchmark
     from slimkit.bench.environment import environment
     from slimkit.data import load_data
+    from slimkit.demo import stages
     from slimkit.evaluate.diff import behaviour_diff
     from slimkit.evaluate.metrics import accuracy, output_fidelity, predict
     from slimkit.export.onnx import export_onnx
