@@ -46,7 +46,7 @@ def measure(args: argparse.Namespace, started: float) -> dict[str, Any]:
 
     import slimkit
     from slimkit.parallel.assign import available_cores
-    from slimkit.train.finetune import FinetuneConfig
+    from slimkit.train.hooks import FinetuneConfig
 
     cores = available_cores()
     torch.set_num_threads(cores)  # the one-process set-up uses every core

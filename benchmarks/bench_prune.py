@@ -56,7 +56,7 @@ from slimkit.model import Model  # noqa: E402
 from slimkit.prune import PruneConfig, prune  # noqa: E402
 from slimkit.prune.iterative import prune_and_finetune  # noqa: E402
 from slimkit.testing.cnns import CNN_NAMES, cnn_model  # noqa: E402
-from slimkit.train.finetune import FinetuneConfig  # noqa: E402
+from slimkit.train.hooks import FinetuneConfig  # noqa: E402
 
 SECTIONS = ("architectures", "latency", "accuracy")
 RATIO = 0.5

@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import slimkit
+    from slimkit.analyse.stats import size_comparison
     from slimkit.bench.environment import environment
     from slimkit.io import write_text_atomic
-    from slimkit.prune.api import size_section
 
     torch.set_num_threads(1)
     model = slimkit.load_model("builtin:minilm")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         log(started, "fidelity measured")
         timed = speed(model, pruned["activation+compensate"][0], args.quick, args.torch)
         log(started, "speed measured")
-        size = size_section(model, pruned["activation+compensate"][0])
+        size = size_comparison(model, pruned["activation+compensate"][0])
     summary = pruned["activation"][1].extra["transformer"]
     document = {
         "benchmark": "prune_minilm", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -21,7 +21,8 @@ from slimkit.parallel.errors import WorkerCrashedError, WorkerError, WorkerTimeo
 from slimkit.prune import PruneConfig, PruneMode, prune
 from slimkit.testing import tiny_model
 from slimkit.train.ddp import finetune_ddp, launched_by_torchrun
-from slimkit.train.finetune import FinetuneConfig, TrainHooks, finetune
+from slimkit.train.finetune import finetune
+from slimkit.train.hooks import FinetuneConfig, TrainHooks
 from slimkit.train.loop import TrainBatch
 from slimkit.train.replica import threads_per_rank
 

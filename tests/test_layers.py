@@ -105,6 +105,36 @@ def test_no_cycle_between_packages():
     assert cycles == []
 
 
+def test_no_cycle_between_modules_of_a_package():
+    # imports under TYPE_CHECKING are annotations only; every other import is a dependency,
+    # also one hidden in a function
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in SRC.rglob("*.py"):
+        module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(block.test)
+                       for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in typing_only \
+                    and node.module.startswith("slimkit.") and node.module != module \
+                    and package_of(node.module) == package_of(module) \
+                    and node.module.count(".") >= 2 and module.count(".") >= 2:
+                edges[module].add(node.module)
+    cycles = []
+    for start in sorted(edges):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges.get(node, ()):
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, nxt]))
+                elif nxt not in path and len(path) < 6:
+                    stack.append((nxt, [*path, nxt]))
+    assert cycles == []
+
+
 def test_no_package_imports_another_packages_private_names():
     private = sorted(f"{module} imports {target}.{name}"
                      for module, package, target, names in imports() for name in names

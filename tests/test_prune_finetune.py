@@ -21,7 +21,8 @@ from slimkit.prune.regularise import slimming_penalty
 from slimkit.prune.sensitivity import config_from_scan, sensitivity_scan
 from slimkit.testing import assert_close_to_reference, tiny_model
 from slimkit.testing.cnns import INPUT_SHAPE, cnn_model
-from slimkit.train.finetune import FinetuneConfig, TrainHooks, finetune
+from slimkit.train.finetune import finetune
+from slimkit.train.hooks import FinetuneConfig, TrainHooks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -139,7 +139,7 @@ class StructuredPruning:
         return _finish(rec)
 
     def verify(self, rec: Recommendation, trial: Trial) -> None:
-        from slimkit.prune.api import measure_latency
+        from slimkit.prune import measure_latency
 
         pruned = trial.state["pruned"]
         latency = measure_latency(trial.model, pruned, trial.config.threads)
@@ -162,8 +162,7 @@ class UnstructuredPruning:
                        "shrinks (gzip/zip), or a sparse runtime is needed"))
 
     def verify(self, rec: Recommendation, trial: Trial) -> None:
-        from slimkit.prune import PruneConfig, PruneMode, prune
-        from slimkit.prune.api import measure_latency
+        from slimkit.prune import PruneConfig, PruneMode, measure_latency, prune
 
         cfg = trial.config
         result = prune(trial.model, PruneConfig(mode=PruneMode.UNSTRUCTURED, ratio=cfg.ratio,

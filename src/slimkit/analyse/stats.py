@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from slimkit.model import Model
+from slimkit.model import Model, eval_mode
 
 T = TypeVar("T")
 
@@ -327,3 +327,16 @@ def run_measuring_rss(fn: Callable[[], T], interval_s: float = 0.001) -> tuple[T
         thread.join()
     peak = max(peak, proc.memory_info().rss)
     return result, (peak - base) / 2**20
+
+
+def size_comparison(before: Model, after: Model) -> dict[str, Any]:
+    """Parameters, MACs (batch 1) and safetensors size, before and after."""
+    # in eval mode: a forward in training mode would update BatchNorm statistics
+    with eval_mode(before.require_module("statistics")), \
+            eval_mode(after.require_module("statistics")):
+        a, b = model_stats(before), model_stats(after)
+    return {"parameters_before": a.parameters, "parameters_after": b.parameters,
+            "parameters_ratio": round(b.parameters / max(a.parameters, 1), 4),
+            "macs_before": a.macs, "macs_after": b.macs,
+            "macs_ratio": round(b.macs / max(a.macs, 1), 4),
+            "bytes_before": a.size_bytes, "bytes_after": b.size_bytes}

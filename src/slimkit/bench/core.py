@@ -240,3 +240,15 @@ def _row(model: Model, runtime: str, threads: int, batch: int, times: list[float
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     return BenchRow(model.name, runtime, threads, batch, p50, p90, p99, float(ms.mean()),
                     batch * 1e3 / p50, round(memory, 2), len(times), round(other_cores, 3))
+
+
+def compare_latency(model: Model, candidate: Model, threads: int = 1) -> dict[str, Any]:
+    """ONNX Runtime latency of ``model`` and ``candidate`` (e.g. its compressed copy) measured
+    side by side at batch 1; ``speedup`` is the candidate's. Weight masks must be baked first
+    (``slimkit.graph.masks.finalize``): the runtime sees plain weights."""
+    result = benchmark([model, candidate], BenchConfig(
+        runtimes=("onnxruntime",), threads=(threads,), batches=(1,), rounds=5,
+        round_seconds=0.2))
+    rows = [asdict(row) for row in result.rows]
+    return {"rows": rows, "speedup": round(rows[-1]["speedup"], 3), "threads": threads,
+            "warnings": result.warnings}

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     from slimkit.cli.console import print_mapping, print_table
     from slimkit.data import load_data
     from slimkit.io import check_output_path
-    from slimkit.lowrank import LowRankConfig, low_rank
+    from slimkit.lowrank import LowRankConfig, low_rank, low_rank_by_scan
     from slimkit.lowrank.config import DEFAULT_LAYERS
 
     config = config_from_args(LowRankConfig, args, "lowrank",
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> None:
     check_output_path(out / "lowrank-plan.json" if out.is_dir() else out)  # fail before work
     model = load(args, args.model)
     data = load_data(args.data, model) if args.data else None
-    result = low_rank(model, config, data, scan_sqnr=args.scan_sqnr)
+    result = (low_rank(model, config, data) if args.scan_sqnr is None
+              else low_rank_by_scan(model, config, data, args.scan_sqnr))
     folder = result.save(out)
     s = result.sections
     if args.json:

@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> None:
     from slimkit.cli.console import print_prune
     from slimkit.data import load_data
     from slimkit.io import check_output_path
-    from slimkit.prune import PruneConfig, prune
-    from slimkit.prune.api import AdvancedPrune
+    from slimkit.prune import AdvancedPrune, PruneConfig, prune
     from slimkit.train import FinetuneConfig
 
     config = config_from_args(PruneConfig, args, "prune")

@@ -8,8 +8,8 @@ from slimkit.lowrank.config import ConvMethod, LowRankConfig, RankRule
 from slimkit.lowrank.factorize import FACTORIZERS, energy_rank
 from slimkit.lowrank.plan import apply_lowrank_plan
 from slimkit.lowrank.save import is_lowrank_folder, load_lowrank, save_lowrank
-from slimkit.lowrank.sensitivity import RankScan, rank_scan
+from slimkit.lowrank.sensitivity import RankScan, low_rank_by_scan, rank_scan
 
 __all__ = ["FACTORIZERS", "ConvMethod", "LowRankConfig", "LowRankResult", "RankRule", "RankScan",
            "apply_lowrank_plan", "energy_rank", "fidelity", "is_lowrank_folder", "load_lowrank",
-           "low_rank", "rank_scan", "save_lowrank"]
+           "low_rank", "low_rank_by_scan", "rank_scan", "save_lowrank"]

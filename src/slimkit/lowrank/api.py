@@ -52,7 +52,7 @@ class LowRankResult:
 
 
 def low_rank(model: Model, config: LowRankConfig | None = None,
-             data: Dataset | None = None, *, scan_sqnr: float | None = None) -> LowRankResult:
+             data: Dataset | None = None) -> LowRankResult:
     """Factorise the Linear and Conv2d layers of ``model`` into pairs (or triples) of smaller
     layers where that lowers the MACs.
 
@@ -60,10 +60,6 @@ def low_rank(model: Model, config: LowRankConfig | None = None,
         model: a torch model; it is not modified.
         config: the rank rule, conv method, layer selection and verification.
         data: examples for the fidelity check (synthetic inputs by default).
-        scan_sqnr: choose each layer's rank by a sensitivity scan instead: the smallest
-            scanned rank (1/8, 1/4, 1/2 of full) whose output SQNR stays >= this many dB when
-            that layer alone is factorised (on 64 examples of ``data``, or 16 synthetic
-            ones); layers none keeps are left whole.
 
     Raises:
         InputError: a fixed rank is larger than a selected layer allows.
@@ -75,11 +71,6 @@ def low_rank(model: Model, config: LowRankConfig | None = None,
         [('fc1', [2]), ('fc2', [2])]
     """
     config = config or LowRankConfig()
-    if scan_sqnr is not None:
-        from slimkit.lowrank.sensitivity import rank_scan
-
-        scan_data = data.take(64) if data is not None else synthetic(model.inputs, 16, seed=1)
-        config = rank_scan(model, scan_data, config).config_for(config, scan_sqnr)
     module = copy.deepcopy(model.require_module("low-rank factorisation"))
     candidates, skipped = _candidates(module, config)
     geometry = _geometry(model, module, [name for name, _ in candidates])
@@ -226,11 +217,11 @@ def _decide(name: str, layer: nn.Module, kind: str, ranks: tuple[int, ...],
 
 def _report(model: Model, result: Model, config: LowRankConfig, layers: list[dict[str, Any]],
             skipped: list[dict[str, str]], data: Dataset | None) -> dict[str, Any]:
-    from slimkit.prune.api import size_section
+    from slimkit.analyse.stats import size_comparison
 
     sample = data.take(64) if data is not None else synthetic(model.inputs, 8, seed=1,
                                                               dynamic=32)
-    report: dict[str, Any] = {"config": config.to_dict(), "size": size_section(model, result),
+    report: dict[str, Any] = {"config": config.to_dict(), "size": size_comparison(model, result),
                               "layers": layers, "skipped": skipped,
                               "fidelity": fidelity(model, result, sample)}
     if config.verify and layers:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from slimkit.data import Dataset
+from slimkit.data import Dataset, synthetic
+from slimkit.lowrank.api import LowRankResult, low_rank
 from slimkit.lowrank.config import LowRankConfig, RankRule
 from slimkit.model import Model
 from slimkit.progress import progress
@@ -56,8 +57,6 @@ def rank_scan(model: Model, data: Dataset, base: LowRankConfig | None = None,
         >>> sorted({row["layer"] for row in scan.rows})
         ['fc1', 'fc2']
     """
-    from slimkit.lowrank.api import low_rank
-
     base = replace(base or LowRankConfig(), verify=False)
     probe = low_rank(model, replace(base, rule=RankRule.RATIO, ratio=max(ratios),
                                     layer_ranks=()), data)
@@ -73,3 +72,15 @@ def rank_scan(model: Model, data: Dataset, base: LowRankConfig | None = None,
                               "ranks": rows[0]["ranks"] if rows else [],
                               "sqnr_db": result.sections["fidelity"]["sqnr_db"]})
     return scan
+
+
+def low_rank_by_scan(model: Model, config: LowRankConfig | None, data: Dataset | None,
+                     min_sqnr_db: float) -> LowRankResult:
+    """``low_rank`` with each layer's rank chosen by a scan: the smallest scanned rank (1/8,
+    1/4, 1/2 of full) whose output SQNR stays >= ``min_sqnr_db`` when that layer alone is
+    factorised (on 64 examples of ``data``, or 16 synthetic ones); layers none keeps are left
+    whole."""
+    config = config or LowRankConfig()
+    scan_data = data.take(64) if data is not None else synthetic(model.inputs, 16, seed=1)
+    return low_rank(model, rank_scan(model, scan_data, config).config_for(config, min_sqnr_db),
+                    data)

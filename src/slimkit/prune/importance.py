@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.graph.channels import ChannelGraph, ChannelGroup, LayerKind
-from slimkit.model import Model, Task
+from slimkit.model import Model, Task, first_tensor
 from slimkit.progress import progress
 from slimkit.registry import Registry
 
@@ -138,7 +138,7 @@ def _accumulate(ctx: ImportanceContext, criterion: str,
     with torch.enable_grad():
         for inputs, labels in progress(batches, f"{criterion} importance", count):
             module.zero_grad(set_to_none=True)
-            output = _first_tensor(module(*ctx.model.torch_args(inputs)))
+            output = first_tensor(module(*ctx.model.torch_args(inputs)))
             _loss(output, labels, ctx.model.task).backward()
             for name, total in totals.items():
                 grad = params[name].grad
@@ -163,14 +163,6 @@ def _loss(output: torch.Tensor, labels: object, task: Task) -> torch.Tensor:
     if task == Task.CLASSIFICATION:
         return F.cross_entropy(output, output.detach().argmax(dim=-1))
     return 0.5 * output.pow(2).mean()
-
-
-def _first_tensor(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise InputError("importance 'taylor' needs a model whose first output is a tensor")
 
 
 # ---- group importance -----------------------------------------------------------------

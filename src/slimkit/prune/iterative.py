@@ -11,10 +11,11 @@ from slimkit.errors import InputError
 from slimkit.evaluate.torch_metric import metric
 from slimkit.model import Model
 from slimkit.prune.config import PruneConfig, PruneMode
-from slimkit.train.finetune import FinetuneConfig, TrainHooks, finetune
+from slimkit.train.finetune import finetune
+from slimkit.train.hooks import FinetuneConfig, TrainHooks
 
 if TYPE_CHECKING:
-    from slimkit.prune.api import PruneResult
+    from slimkit.prune.core import PruneResult
 
 
 def prune_and_finetune(model: Model, config: PruneConfig | None = None,
@@ -40,9 +41,10 @@ def prune_and_finetune(model: Model, config: PruneConfig | None = None,
         >>> r.model.module.conv.out_channels, len(r.sections["finetune"]["steps"])
         (4, 2)
     """
+    from slimkit.analyse.stats import size_comparison
     from slimkit.graph.masks import finalize, has_masks
     from slimkit.graph.plan import compose_plans
-    from slimkit.prune.api import PruneResult, groups_section, prune_once, size_section
+    from slimkit.prune.core import PruneResult, groups_section, prune_once
 
     config, settings = config or PruneConfig(), finetune_config or FinetuneConfig()
     if data is None or len(data) == 0:
@@ -72,7 +74,7 @@ def prune_and_finetune(model: Model, config: PruneConfig | None = None,
         raise InputError("no pruning step ran")  # unreachable: iterations >= 1
     sections = {**last.sections, "config": config.to_dict()}
     if config.mode == PruneMode.STRUCTURED:
-        sections.update(size=size_section(model, current), groups=groups_section(plan))
+        sections.update(size=size_comparison(model, current), groups=groups_section(plan))
     final_metric = steps[-1].get("metric_finetuned", steps[-1].get("metric_pruned"))
     sections["finetune"] = {"config": settings.to_dict(), "steps": steps,
                             "metric_original": original, "metric_final": final_metric,

@@ -25,7 +25,8 @@ from slimkit.data import Dataset
 from slimkit.errors import InputError
 from slimkit.model import Model
 from slimkit.registry import Registry
-from slimkit.train.finetune import FinetuneConfig, Penalty, TrainHooks, finetune
+from slimkit.train.finetune import finetune
+from slimkit.train.hooks import FinetuneConfig, Penalty, TrainHooks
 
 log = logging.getLogger(__name__)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)

@@ -107,7 +107,7 @@ def sensitivity_scan(model: Model, data: Dataset, config: PruneConfig | None = N
         raise InputError("the sensitivity scan prunes channels (structured mode)")
     for ratio in ratios:
         check_ratio(ratio, "scanned ratio")
-    from slimkit.prune.api import sparse_trained_source
+    from slimkit.prune.core import sparse_trained_source
 
     train_data = train_data if train_data is not None else data
     model = sparse_trained_source(model, config, train_data)

@@ -9,8 +9,8 @@ from typing import Any
 from slimkit.data import Dataset
 from slimkit.errors import DataError
 from slimkit.model import Model, Task
-from slimkit.train.finetune import FinetuneConfig, TrainHooks, mse_to_teacher
 from slimkit.train.finetune import finetune as train
+from slimkit.train.hooks import FinetuneConfig, TrainHooks, mse_to_teacher
 
 __all__ = ["FinetuneConfig", "finetune", "mse_to_teacher"]
 

@@ -85,3 +85,11 @@ def _adapter(name: str, verb: Callable[..., Any]) -> Callable[[Any, PipelineStat
         return dict(to_dict()) if callable(to_dict) else {}
 
     return run
+
+
+def stage_type(name: str, path: str) -> StageType:
+    """The registered stage ``name``, or an error at ``path`` listing the known stages."""
+    register_optional()
+    if name not in STAGES:
+        raise InputError(f"{path}: unknown stage '{name}'; allowed: {', '.join(STAGES.names())}")
+    return STAGES.get(name)

@@ -13,8 +13,8 @@ import yaml
 from slimkit.config import config_to_dict
 from slimkit.errors import InputError
 from slimkit.io import require_file
+from slimkit.recipe.optional import stage_type
 from slimkit.recipe.schema import config_from_data
-from slimkit.recipe.stages import stage_type
 
 TOP_KEYS = ("name", "description", "max_drop", "stages")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import Dataset
-from slimkit.errors import InputError
 from slimkit.evaluate.metrics import UserMetric
 from slimkit.model import Model
 from slimkit.registry import Registry
@@ -141,11 +140,3 @@ def _register_builtin() -> None:
 _register_builtin()
 
 
-def stage_type(name: str, path: str) -> StageType:
-    """The registered stage ``name``, or an error at ``path`` listing the known stages."""
-    from slimkit.recipe.optional import register_optional
-
-    register_optional()
-    if name not in STAGES:
-        raise InputError(f"{path}: unknown stage '{name}'; allowed: {', '.join(STAGES.names())}")
-    return STAGES.get(name)

@@ -3,7 +3,8 @@ losses, teachers and masks), fine-tuning a copy of a model (``finetune``), Batch
 recalibration (``batchnorm``), schedules over steps (``schedules``), checkpoints
 (``checkpoint``) and data-parallel training with torch DDP (``ddp``, ``replica``)."""
 
-from slimkit.train.finetune import FinetuneConfig, TrainHooks, TrainResult, finetune
+from slimkit.train.finetune import finetune
+from slimkit.train.hooks import FinetuneConfig, TrainHooks, TrainResult
 from slimkit.train.loop import TrainBatch, TrainConfig, Trainer, fit
 
 __all__ = ["FinetuneConfig", "TrainBatch", "TrainConfig", "TrainHooks", "TrainResult", "Trainer",

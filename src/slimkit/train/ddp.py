@@ -35,7 +35,7 @@ from slimkit.parallel.errors import WorkerCrashedError, WorkerError, WorkerTimeo
 if TYPE_CHECKING:
     from slimkit.data import Dataset
     from slimkit.model import Model
-    from slimkit.train.finetune import FinetuneConfig, TrainHooks, TrainResult
+    from slimkit.train.hooks import FinetuneConfig, TrainHooks, TrainResult
     from slimkit.train.replica import Job
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def finetune_ddp(model: Model, data: Dataset, config: FinetuneConfig | None = No
         1
     """
     from slimkit.graph.masks import copy_masked
-    from slimkit.train.finetune import FinetuneConfig, TrainHooks, TrainResult
+    from slimkit.train.hooks import FinetuneConfig, TrainHooks, TrainResult
 
     config, hooks = config or FinetuneConfig(), hooks or TrainHooks()
     torchrun = launched_by_torchrun()
@@ -123,7 +123,7 @@ def _check(data: Dataset, config: FinetuneConfig, hooks: TrainHooks, timeout_s: 
     if len(data) < config.workers:
         raise InputError(f"{config.workers} workers need at least as many examples; the data "
                          f"has {len(data)}")
-    from slimkit.train.finetune import check_hooks
+    from slimkit.train.hooks import check_hooks
 
     check_hooks(hooks)
     if hooks.loss_fn is None and data.labels is None:
@@ -252,7 +252,7 @@ def _join_torchrun(model: Model, data: Dataset, config: FinetuneConfig, hooks: T
 
     from slimkit.graph.masks import copy_masked
     from slimkit.parallel.assign import available_cores
-    from slimkit.train.finetune import TrainResult
+    from slimkit.train.hooks import TrainResult
     from slimkit.train.replica import BACKENDS, device_for, threads_per_rank, train_replica
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from slimkit.data import Dataset
     from slimkit.model import Model
-    from slimkit.train.finetune import FinetuneConfig, TrainHooks
+    from slimkit.train.hooks import FinetuneConfig, TrainHooks
 
 WEIGHTS = "weights.safetensors"
 LOSSES = "losses.json"
@@ -85,7 +85,7 @@ def train_replica(model: Model, data: Dataset, config: FinetuneConfig, hooks: Tr
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from slimkit.train.finetune import hooks_loss, teacher_outputs
+    from slimkit.train.hooks import hooks_loss, teacher_outputs
     from slimkit.train.loop import Trainer
 
     rank, workers = dist.get_rank(), dist.get_world_size()
@@ -109,7 +109,7 @@ class _OnDevice:
     (the loop builds them on the CPU)."""
 
     def __init__(self, loss_fn: Any, device: torch.device) -> None:
-        from slimkit.train.finetune import cross_entropy
+        from slimkit.train.hooks import cross_entropy
 
         self.loss_fn, self.device = loss_fn or cross_entropy, device
 
