@@ -134,7 +134,7 @@ class ContinuousBatcher:
         self._waiting: collections.deque[Generation] = collections.deque()
         self._running: dict[int, _Running] = {}
         self._wake = threading.Condition()
-        self._accepting = False
+        self._accepting = True  # requests may queue before start()
         self._stopping = False
         self._abort = False
         self._cached = 0
@@ -147,7 +147,6 @@ class ContinuousBatcher:
     # request threads ---------------------------------------------------------------------
 
     def start(self) -> ContinuousBatcher:
-        self._accepting = True
         self._thread.start()
         return self
 
@@ -212,7 +211,7 @@ class ContinuousBatcher:
         while self._waiting and len(self._running) + len(taken) < self.policy.max_batch:
             g = self._waiting[0]
             if g.cancelled or self._abort:
-                self._waiting.popleft()._events.put(Finish("cancelled", 0))
+                self._end(self._waiting.popleft(), "cancelled", 0)
                 continue
             padded = max(longest, len(g.prompt)) * (len(taken) + 1)
             if taken and padded > self.policy.max_prefill_tokens:
@@ -232,7 +231,7 @@ class ContinuousBatcher:
             logger.exception("prefill of %d sequences failed", len(admitted))
             for g in admitted:
                 self.engine.drop(g.id)
-                g._events.put(Finish("error", 0))
+                self._end(g, "error", 0)
             return
         self._counts["prefill_batches"] += 1
         self._counts["prompt_tokens"] += sum(len(g.prompt) for g in admitted)
@@ -276,5 +275,8 @@ class ContinuousBatcher:
         g = run.generation
         self._running.pop(g.id, None)
         self.engine.drop(g.id)
+        self._end(g, reason, run.count)
+
+    def _end(self, g: Generation, reason: str, tokens: int) -> None:
         self._counts[f"finished_{reason}"] += 1
-        g._events.put(Finish(reason, run.count))
+        g._events.put(Finish(reason, tokens))

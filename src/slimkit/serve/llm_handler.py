@@ -192,17 +192,20 @@ class LLMHandler(BaseHTTPRequestHandler):
         """Read the generation's tokens, send its text as it becomes final; (finish reason,
         tokens generated). Reasons beyond stop/length: ``timeout``, ``cancelled``, ``error``."""
         timeout = self.server.app.config.request_timeout_s
-        received, waited = 0, 0.0
+        received = 0
+        last_event = checked = time.monotonic()
         while True:
             event = generation.next_event(POLL_S)
-            if event is None:
-                waited += POLL_S
+            now = time.monotonic()
+            if now - checked >= POLL_S:  # tokens may come faster than the poll: check anyway
+                checked = now
                 if self._client_gone():
                     raise ClientGone
-                if waited >= timeout:
+            if event is None:
+                if now - last_event >= timeout:
                     return "timeout", received
                 continue
-            waited = 0.0
+            last_event = now
             if isinstance(event, Finish):
                 if event.reason in ("stop", "length") and (rest := text.finish()):
                     send(rest)
