@@ -39,9 +39,10 @@ def alone(model, prompt: list[int], n: int) -> tuple[list[int], list[np.ndarray]
 
 
 def test_sequences_joining_and_leaving_a_running_batch_match_each_run_alone(model):
-    prompts = {1: [9, 10, 11, 12, 13, 14, 15], 2: [16, 17], 3: [18, 19, 20, 21]}
-    joins = {0: [1], 3: [2, 3]}  # step -> sequences prefilled before it
-    n = {1: 6, 2: 10, 3: 8}  # tokens each generates, then it leaves
+    prompts = {1: [9, 10, 11, 12, 13, 14, 15], 2: [16, 17], 3: [18, 19, 20, 21],
+               4: list(range(3, 23))}  # 4 is longer than the running batch when it joins
+    joins = {0: [1], 3: [2, 3], 5: [4]}  # step -> sequences prefilled before it
+    n = {1: 6, 2: 10, 3: 8, 4: 5}  # tokens each generates, then it leaves
     engine = TorchDecodeEngine(model)
     assert isinstance(engine, DecodeEngine)
     got: dict[int, list[int]] = {}
