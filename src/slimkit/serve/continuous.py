@@ -278,6 +278,7 @@ class ContinuousBatcher:
         g = run.generation
         self._running.pop(g.id, None)
         self.engine.drop(g.id)
+        self._cached = self.engine.cached_tokens()  # before the client hears of the end
         self._end(g, reason, run.count)
 
     def _end(self, g: Generation, reason: str, tokens: int) -> None:
