@@ -1,4 +1,5 @@
-"""``slimkit serve``: an HTTP inference server with dynamic batching, health and metrics.
+"""``slimkit serve``: an HTTP inference server with dynamic batching, health and metrics (and
+the Open Inference Protocol v2); for causal LMs, OpenAI's API over continuous batching.
 
 Names are imported lazily (the server pulls in a runtime only when it is built).
 """
@@ -14,6 +15,13 @@ _API = {
     "Batcher": "slimkit.serve.batcher",
     "Metrics": "slimkit.serve.metrics",
     "BadRequest": "slimkit.serve.codec",
+    "LLMServer": "slimkit.serve.llm.server",
+    "LLMServeConfig": "slimkit.serve.llm.config",
+    "DecodeEngine": "slimkit.serve.llm.engine",
+    "TorchDecodeEngine": "slimkit.serve.llm.torch_engine",
+    "ContinuousBatcher": "slimkit.serve.llm.continuous",
+    "BatchPolicy": "slimkit.serve.llm.continuous",
+    "SamplingParams": "slimkit.serve.llm.sampling",
 }
 
 __all__ = sorted(_API)

@@ -8,7 +8,7 @@ requests in flight (an idle kept-alive connection holds nothing; its thread is a
 ends with the socket's timeout or the process).
 
 Routes: ``POST /predict`` (also ``/v1/predict``; JSON, ``.npy`` or ``.npz`` body), ``GET
-/health``, ``GET /metrics``.
+/health``, ``GET /metrics``, and the Open Inference Protocol v2 under ``/v2`` (:mod:`.oip`).
 Statuses: 400 bad body/shape/dtype, 404, 411 no Content-Length, 413 body too large, 503 queue
 full or shutting down, 504 no result within ``request_timeout_s``, 500 a model failure.
 """
@@ -25,9 +25,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
+import numpy as np
+
 from slimkit.errors import DataError
 from slimkit.export.sessions import session_for
 from slimkit.model import Model
+from slimkit.serve import oip
 from slimkit.serve.batcher import Batcher, QueueFull, Stopping
 from slimkit.serve.codec import BadRequest, decode, encode, response_type
 from slimkit.serve.config import ServeConfig
@@ -148,22 +151,29 @@ class InferenceServer:
         encoded as :func:`~slimkit.serve.codec.response_type` of ``accept`` says."""
         try:
             inputs = decode(body, content_type, self.model.inputs, self.config.max_body_bytes)
-            future = self.batcher.submit(inputs)
         except BadRequest as exc:
             return 400, {"error": str(exc)}
-        except (QueueFull, Stopping) as exc:
-            return 503, {"error": str(exc)}
+        status, outputs = self.infer(inputs)
+        if isinstance(outputs, str):
+            return status, {"error": outputs}
+        return 200, encode(self.model.output_names, outputs, response_type(accept))
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[int, list[np.ndarray] | str]:
+        """(200, outputs) for checked inputs, run through the batcher; else (status, error)."""
         try:
-            outputs = future.result(self.config.request_timeout_s)
+            future = self.batcher.submit(inputs)
+        except (QueueFull, Stopping) as exc:
+            return 503, str(exc)
+        try:
+            return 200, future.result(self.config.request_timeout_s)
         except FutureTimeout:
             future.cancel()
-            return 504, {"error": f"no result within {self.config.request_timeout_s:g} s"}
+            return 504, f"no result within {self.config.request_timeout_s:g} s"
         except DataError as exc:
-            return 400, {"error": str(exc)}
+            return 400, str(exc)
         except Exception as exc:
             logger.exception("model failure")
-            return 500, {"error": f"the model failed: {type(exc).__name__}: {exc}"}
-        return 200, encode(self.model.output_names, outputs, response_type(accept))
+            return 500, f"the model failed: {type(exc).__name__}: {exc}"
 
     def health(self) -> tuple[int, dict[str, Any]]:
         draining = self.stopping.is_set()
@@ -208,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(*app.health(), record=False)
         elif self.path == "/metrics":
             self._reply(200, app.snapshot(), record=False)
+        elif self.path.startswith("/v2"):
+            self._v2(oip.handle_get(app, self.path), record=False)
         else:
             self._reply(404, {"error": f"no route GET {self.path}; try /health, /metrics"},
                         record=False)
@@ -226,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             app.leave()
 
     def _predict(self, app: InferenceServer) -> tuple[int, dict[str, Any] | bytes]:
-        if self.path not in ("/predict", "/v1/predict"):
+        if self.path not in ("/predict", "/v1/predict") and not self.path.startswith("/v2/"):
             return 404, {"error": f"no route POST {self.path}; use /predict"}
         try:
             length = int(self.headers["Content-Length"])
@@ -247,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             app.metrics.disconnect()
             self.close_connection = True
             return 0, b""
+        if self.path.startswith("/v2/"):
+            self._v2(oip.handle_infer(app, self.path, body, self.headers.get(oip.HEADER_LENGTH)))
+            return 0, b""
         return app.predict(body, self.headers.get("Content-Type", "application/json"),
                            self.headers.get("Accept", ""))
 
@@ -257,9 +272,13 @@ class _Handler(BaseHTTPRequestHandler):
         except (TimeoutError, OSError):
             pass
 
+    def _v2(self, reply: oip.V2Reply, record: bool = True) -> None:
+        self._reply(reply.status, reply.body, record=record, kind=reply.kind,
+                    headers=reply.headers)
+
     def _reply(self, status: int, payload: dict[str, Any] | bytes,
                seconds: float | None = None, record: bool = True,
-               kind: str = "application/json") -> None:
+               kind: str = "application/json", headers: dict[str, str] | None = None) -> None:
         """Send ``payload`` (bytes encoded as ``kind``; a dict as JSON); prediction replies
         (``record``) go into the metrics."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -270,6 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             if status == 503:
                 self.send_header("Retry-After", "1")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
