@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from slimkit.report_html import undrawn
+from slimkit.report.html import undrawn
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "slimkit-demo")
 missing = [n for n in ("report.json", "report.md", "report.html") if not (folder / n).is_file()]
