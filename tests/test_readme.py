@@ -32,3 +32,13 @@ def test_the_base_install_has_what_the_demo_needs():
     base = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     for package in ("optuna", "onnxruntime", "matplotlib", "scikit-learn", "transformers"):
         assert re.search(rf'"{package}[>=<]', base), package
+
+
+def test_the_ci_demo_check_runs(tmp_path):
+    # its imports must follow the package's layout (a moved module once broke CI, not tests)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "check_demo.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "the demo did not write" in done.stderr, done.stderr
