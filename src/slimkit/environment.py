@@ -8,7 +8,8 @@ from importlib import metadata
 from typing import Any
 
 # the flags that decide which int8 / fp16 kernels can pay off on x86 and Arm
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c",
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16",
+              "amx_bf16", "f16c",
               "asimd", "asimddp", "i8mm", "sve")
 
 
