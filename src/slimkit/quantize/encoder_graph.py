@@ -64,11 +64,16 @@ def _set(proto: Any, name: str, value: np.ndarray) -> str:
 
 
 def unfuse_skip_layernorm(proto: Any) -> int:
-    """Replace every SkipLayerNormalization in place; return how many."""
+    """Replace every SkipLayerNormalization in place, and turn each Add that feeds a
+    LayerNormalization into a Sum (so ORT's session cannot fuse it); return how many."""
     from onnx import helper
 
     nodes, count = [], 0
+    norm_inputs = {n.input[0] for n in proto.graph.node if n.op_type == "LayerNormalization"}
     for node in proto.graph.node:
+        if node.op_type == "Add" and node.output[0] in norm_inputs:
+            node.op_type = "Sum"
+            count += 1
         if node.op_type != "SkipLayerNormalization":
             nodes.append(node)
             continue
