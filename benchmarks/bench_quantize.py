@@ -47,7 +47,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -119,122 +118,7 @@ QUICK_SIZES = Sizes(sentences=60, calib_sentences=16, image_calib=8, image_eval=
 BATCH32 = Timing(rounds=3, round_seconds=0.1, warmup=1)  # a MiniLM batch of 32 takes ~3 s
 
 
-# ----------------------------------------------------------------------------- sentences
-
-TOPICS: dict[str, dict[str, list[str]]] = {
-    "cooking": {
-        "subj": ["the chef", "my grandmother", "a young cook", "the baker", "our neighbour"],
-        "verb": ["roasted", "seasoned", "baked", "simmered", "chopped"],
-        "obj": ["the vegetables", "a loaf of sourdough bread", "the tomato sauce",
-                "fresh garlic and onions", "a pot of lentil soup"],
-        "tail": ["for the family dinner", "before the guests arrived", "with olive oil",
-                 "in the old oven", "until it smelled wonderful"],
-    },
-    "sports": {
-        "subj": ["the striker", "the home team", "a veteran goalkeeper", "the tennis player",
-                 "the marathon runner"],
-        "verb": ["won", "lost", "dominated", "trained hard for", "celebrated"],
-        "obj": ["the championship final", "the match", "the second half",
-                "the league title", "the qualifying round"],
-        "tail": ["in front of a roaring crowd", "despite a knee injury", "after extra time",
-                 "on a rainy afternoon", "with a late goal"],
-    },
-    "weather": {
-        "subj": ["a heavy storm", "the cold front", "thick fog", "the summer heat",
-                 "strong winds"],
-        "verb": ["swept across", "settled over", "battered", "lingered over", "moved towards"],
-        "obj": ["the coastal towns", "the northern valleys", "the city centre",
-                "the mountain passes", "the farmland"],
-        "tail": ["throughout the night", "according to the forecast", "causing power cuts",
-                 "for most of the week", "bringing snow and hail"],
-    },
-    "finance": {
-        "subj": ["the central bank", "investors", "the stock market", "a large pension fund",
-                 "the finance minister"],
-        "verb": ["raised", "cut", "worried about", "bet heavily on", "reported"],
-        "obj": ["interest rates", "quarterly earnings", "the inflation figures",
-                "government bonds", "the currency exchange rate"],
-        "tail": ["amid fears of a recession", "after a volatile session", "for the third time",
-                 "despite weak growth", "ahead of the budget"],
-    },
-    "technology": {
-        "subj": ["the software engineer", "a small startup", "the research lab",
-                 "the open source community", "our IT department"],
-        "verb": ["released", "debugged", "redesigned", "deployed", "benchmarked"],
-        "obj": ["a new database engine", "the mobile app", "the machine learning model",
-                "the cloud servers", "an encryption library"],
-        "tail": ["to cut latency in half", "after months of testing", "on thousands of devices",
-                 "without any downtime", "using a faster compiler"],
-    },
-    "travel": {
-        "subj": ["the tourists", "a backpacker", "my cousin", "the tour guide",
-                 "a retired couple"],
-        "verb": ["explored", "visited", "flew to", "hiked through", "photographed"],
-        "obj": ["the ancient ruins", "a quiet fishing village", "the national park",
-                "the old harbour", "the famous cathedral"],
-        "tail": ["during the spring holidays", "on a tight budget", "by train and bus",
-                 "at sunrise", "with a borrowed camera"],
-    },
-    "health": {
-        "subj": ["the doctor", "a nurse", "the patient", "the hospital", "public health experts"],
-        "verb": ["recommended", "treated", "studied", "warned about", "prescribed"],
-        "obj": ["a daily walk", "the flu symptoms", "a new vaccine", "high blood pressure",
-                "better sleep habits"],
-        "tail": ["to reduce the risk of heart disease", "after the check-up",
-                 "during the winter season", "for elderly people", "in a clinical trial"],
-    },
-    "music": {
-        "subj": ["the orchestra", "a jazz pianist", "the rock band", "the choir",
-                 "a street violinist"],
-        "verb": ["performed", "recorded", "rehearsed", "composed", "improvised"],
-        "obj": ["a new symphony", "their latest album", "an old folk song", "the opening piece",
-                "a haunting melody"],
-        "tail": ["in a packed concert hall", "late into the night", "for a live broadcast",
-                 "at the summer festival", "to a standing ovation"],
-    },
-    "animals": {
-        "subj": ["the fox", "a flock of geese", "the old dog", "a curious cat", "the elephants"],
-        "verb": ["chased", "watched", "wandered past", "hid from", "followed"],
-        "obj": ["the farmer's chickens", "the river bank", "a group of children",
-                "the tall grass", "the waterhole"],
-        "tail": ["at dusk", "in search of food", "during the migration", "without a sound",
-                 "in the nature reserve"],
-    },
-    "science": {
-        "subj": ["the astronomers", "a chemist", "the physics team", "the biologists",
-                 "a geologist"],
-        "verb": ["discovered", "measured", "observed", "analysed", "simulated"],
-        "obj": ["a distant galaxy", "the reaction rate", "gravitational waves",
-                "the cell membrane", "rock samples from the crater"],
-        "tail": ["with a new telescope", "in the laboratory", "using supercomputers",
-                 "for the first time", "and published the results"],
-    },
-}
-FORMS = (
-    "{subj} {verb} {obj} {tail}.",
-    "Yesterday {subj} {verb} {obj} {tail}.",
-    "{Subj} {verb} {obj}, and everyone talked about it {tail}.",
-    "Did you hear that {subj} {verb} {obj} {tail}?",
-    "According to the report, {subj} {verb} {obj}.",
-    "It is rare that {subj} {verb} {obj} {tail}.",
-)
-
-
-def sentences(count: int, seed: int) -> list[str]:
-    """``count`` distinct English sentences over ten topics, the same for a given seed."""
-    rng = random.Random(seed)
-    topics = sorted(TOPICS)
-    out: list[str] = []
-    seen: set[str] = set()
-    while len(out) < count:
-        words = TOPICS[topics[len(out) % len(topics)]]
-        pick = {k: rng.choice(v) for k, v in words.items()}
-        text = rng.choice(FORMS).format(Subj=pick["subj"][0].upper() + pick["subj"][1:], **pick)
-        text = text[0].upper() + text[1:]
-        if text not in seen:
-            seen.add(text)
-            out.append(text)
-    return out
+from common import sentences  # noqa: E402,F401  (the corpus lives in benchmarks/data/)
 
 
 # ----------------------------------------------------------------------------- helpers
