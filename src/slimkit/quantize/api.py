@@ -65,7 +65,7 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         >>> r.sections["proof"]["ok"], r.sections["metric"]["drop"] < 0.02
         (True, True)
     """
-    from slimkit.quantize.preflight import choose_activation_type, run_preflight
+    from slimkit.quantize.preflight import choose_activation_type, gemm_ratios, run_preflight
 
     config = config or QuantizeConfig()
     if not str(output).endswith(".onnx"):
@@ -112,7 +112,8 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
             source, overrides, sections["qat"] = _qat(source_model, train, config, tmp)
         job = QuantJob(source, tmp / "quant.onnx", config, model.input_names,
                        tuple(layer.name for layer in excluded),
-                       choose_activation_type(config.activation_type), calib,
+                       choose_activation_type(config.activation_type, ratios=gemm_ratios()),
+                       calib,
                        calibration_cache=tmp / "calibration.json", range_overrides=overrides)
         sections["method"] = METHODS.get(config.mode.value)(job)
         score = scorer.score(job.out_path)
