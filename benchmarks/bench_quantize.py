@@ -120,7 +120,6 @@ BATCH32 = Timing(rounds=3, round_seconds=0.1, warmup=1)  # a MiniLM batch of 32 
 
 from common import sentences  # noqa: E402,F401  (the corpus lives in benchmarks/data/)
 
-
 # ----------------------------------------------------------------------------- helpers
 
 class Reader:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slimkit import load_data, load_model
+from slimkit import load_data
 from slimkit._deps import is_available
 from slimkit.errors import InputError, MissingDependencyError
 from slimkit.runtime import RuntimeOptions, create_session, open_session
+from slimkit.testing import tiny_model
 
 needs_openvino = pytest.mark.skipif(
     not (is_available("openvino") and is_available("nncf")),
@@ -16,25 +17,24 @@ needs_openvino = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def digits_onnx(tmp_path_factory):
+def cnn_onnx(tmp_path_factory):
     from slimkit import export_onnx
 
-    model = load_model("builtin:digits-cnn")
-    return export_onnx(model, tmp_path_factory.mktemp("ov") / "digits.onnx").model
+    return export_onnx(tiny_model("cnn"), tmp_path_factory.mktemp("ov") / "cnn.onnx").model
 
 
-def test_missing_openvino_gives_one_line_with_the_install_command(monkeypatch, digits_onnx):
+def test_missing_openvino_gives_one_line_with_the_install_command(monkeypatch, cnn_onnx):
     import slimkit._deps as deps
 
     real = deps.is_available
     monkeypatch.setattr(deps, "is_available", lambda name: name != "openvino" and real(name))
     with pytest.raises(MissingDependencyError, match=r"pip install 'slimkit\[openvino\]'"):
-        create_session(digits_onnx, "openvino")
+        create_session(cnn_onnx, "openvino")
 
 
-def test_bf16_is_refused_on_runtimes_that_would_run_fp32(digits_onnx):
+def test_bf16_is_refused_on_runtimes_that_would_run_fp32(cnn_onnx):
     with pytest.raises(InputError, match="bf16 runs on the openvino runtime"):
-        create_session(digits_onnx, "onnxruntime", RuntimeOptions(precision="bf16"))
+        create_session(cnn_onnx, "onnxruntime", RuntimeOptions(precision="bf16"))
 
 
 def test_precision_and_threads_are_always_explicit():
@@ -48,34 +48,35 @@ def test_precision_and_threads_are_always_explicit():
 
 
 @needs_openvino
-def test_openvino_runs_onnx_like_onnxruntime(digits_onnx):
-    data = load_data("builtin:digits:test", digits_onnx).take(16)
-    with open_session(digits_onnx, "onnxruntime") as ort_s, \
-            open_session(digits_onnx, "openvino", RuntimeOptions(threads=1)) as ov_s:
+def test_openvino_runs_onnx_like_onnxruntime(cnn_onnx):
+    data = load_data("synthetic:16", cnn_onnx)
+    with open_session(cnn_onnx, "onnxruntime") as ort_s, \
+            open_session(cnn_onnx, "openvino", RuntimeOptions(threads=1)) as ov_s:
         batch = data.first_batch(16)
         np.testing.assert_allclose(ov_s.run(batch)[0], ort_s.run(batch)[0], rtol=1e-3,
                                    atol=1e-4)
 
 
 @needs_openvino
-def test_ir_export_is_verified_and_runs(digits_onnx, tmp_path):
+def test_ir_export_is_verified_and_runs(cnn_onnx, tmp_path):
     from slimkit.export.openvino import export_openvino
 
-    result = export_openvino(digits_onnx, tmp_path / "m.xml")
+    result = export_openvino(cnn_onnx, tmp_path / "m.xml")
     assert result.path.exists() and result.path.with_suffix(".bin").exists()
     assert result.max_abs_diff < 1e-4
     with pytest.raises(InputError, match="must end with .xml"):
-        export_openvino(digits_onnx, tmp_path / "m.onnx")
+        export_openvino(cnn_onnx, tmp_path / "m.onnx")
 
 
 @needs_openvino
+@pytest.mark.slow
 def test_int8_for_openvino_is_proven_from_the_runtime_model(tmp_path):
     from slimkit.quantize.openvino_target import quantize_openvino
 
-    model = load_model("builtin:digits-cnn")
-    calib = load_data("builtin:digits:train", model).take(32)
+    model = tiny_model("cnn")
+    calib = load_data("synthetic:32", model)
     report = quantize_openvino(model, tmp_path / "q.xml", calib=calib)
     assert report["proof"]["ok"] and report["proof"]["integer_layers"]
-    assert report["fidelity"]["fp32"]["top1_agreement"] >= 0.9
+    assert report["fidelity"]["fp32"]["sqnr_db"] >= 20.0
     assert report["size"]["quantized_bytes"] < report["size"]["float_bytes"]
     assert report["precision"]["chosen"] in ("fp32", "bf16")

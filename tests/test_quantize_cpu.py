@@ -4,9 +4,10 @@ VNNI, and the accuracy-aware mode's revert costs."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-import importlib
 from slimkit.quantize import QuantizeConfig, quantize
 from slimkit.quantize.config import ActivationType
 from slimkit.quantize.layer_cost import by_benefit_per_cost, revert_costs

@@ -21,7 +21,7 @@ from slimkit._deps import require
 from slimkit.data import Dataset, synthetic
 from slimkit.errors import InputError
 from slimkit.model import Model
-from slimkit.quantize.config import QuantizeConfig
+from slimkit.quantize.config import QuantizeConfig, QuantMode
 
 # compute ops of OpenVINO's runtime model whose precision tells whether int8 kernels ran
 GEMM_LAYERS = ("FullyConnected", "Convolution", "MatMul", "GroupConvolution", "Subgraph",
@@ -64,7 +64,7 @@ def quantize_openvino(model: Model, output: str | Path, config: QuantizeConfig |
 
     ov = require("openvino", "int8 for OpenVINO")
     nncf = require("nncf", "int8 for OpenVINO")
-    config = config or QuantizeConfig(mode="static")
+    config = config or QuantizeConfig(mode=QuantMode.STATIC)
     if not str(output).endswith(".xml"):
         raise InputError(f"OpenVINO IR path '{output}' must end with .xml")
     check_output_path(output)
@@ -126,8 +126,8 @@ def _key(fid: dict[str, float]) -> float:
 
 
 def _predict(model: Model, data: Dataset, runtime: str, precision: Any) -> np.ndarray:
-    from slimkit.runtime import RuntimeOptions, open_session
     from slimkit.quantize.act_stats import examples
+    from slimkit.runtime import RuntimeOptions, open_session
 
     outs = []
     with open_session(model, runtime, RuntimeOptions(precision=precision)) as session:
