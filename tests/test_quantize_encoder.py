@@ -139,3 +139,42 @@ def test_calibration_text_shorter_than_four_tokens_is_refused():
         check_token_lengths(short, ("input_ids", "attention_mask"))
     mask[0] = 1
     check_token_lengths(short, ("input_ids", "attention_mask"))  # one long one is enough
+
+
+def test_outlier_split_follows_an_exported_erf_gelu_chain(tmp_path):
+    """The TorchScript export writes GELU as Div/Erf/Add/Mul with Constant-node scalars and the
+    FFN bias as an Add; the whole chain is permuted and the float function kept."""
+    rng = np.random.default_rng(0)
+
+    def const(name: str, value: float) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name],
+                                value=numpy_helper.from_array(np.array(value, np.float32)))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m"]),
+        helper.make_node("Add", ["b1", "m"], ["a"]),
+        const("c_sqrt2", 1.4142135), const("c_one", 1.0), const("c_half", 0.5),
+        helper.make_node("Div", ["a", "c_sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "c_one"], ["e1"]),
+        helper.make_node("Mul", ["a", "e1"], ["g0"]),
+        helper.make_node("Mul", ["g0", "c_half"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["out"]),
+    ]
+    w1 = rng.standard_normal((D, H)).astype(np.float32)
+    w1[:, 5] *= 20.0
+    inits = [numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array(rng.standard_normal(H).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((H, D)).astype(np.float32), "w2")]
+    graph = helper.make_graph(
+        nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", D])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 5, D)).astype(np.float32)}
+    reference = _run(proto, feed)
+    ffns = find_ffns(proto)
+    assert len(ffns) == 1 and ffns[0].hidden == "h" and len(ffns[0].vectors) == 1
+    path = tmp_path / "ffn.onnx"
+    onnx.save(proto, str(path))
+    stats = channel_absmax(path, ["h"], Dataset(feed, None, "calib"), ("x",))
+    assert split_outlier_channels(proto, stats, k=2) == ["h"]
+    np.testing.assert_allclose(_run(proto, feed), reference, rtol=1e-4, atol=1e-3)

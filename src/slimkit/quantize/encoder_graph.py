@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-# element-wise activations between an FFN's two MatMuls (a per-channel permutation commutes)
-FFN_ACTIVATIONS = ("Gelu", "BiasGelu", "FastGelu", "Relu", "QuickGelu")
+# element-wise ops an FFN's hidden channels pass through (a per-channel permutation commutes
+# with them when their constants are scalars or per-channel vectors, permuted too)
+ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Erf", "Tanh", "Sigmoid", "Relu", "Gelu",
+               "BiasGelu", "FastGelu", "QuickGelu", "Pow", "Sqrt", "Neg", "Identity")
 SMOOTH_CLAMP = (1e-2, 1e2)
 
 
@@ -158,35 +160,75 @@ def smooth_layernorms(proto: Any, act_max: dict[str, np.ndarray], alpha: float) 
 
 @dataclass(frozen=True)
 class Ffn:
-    """``MatMul(x, W1) [+ b1] -> act -> MatMul(h, W2)``: h's channels are W1's columns."""
+    """``MatMul(x, W1) -> element-wise chain -> MatMul(h, W2)``: h's channels are W1's columns.
+    ``vectors`` are the chain's per-channel constants (biases: permuted with the channels)."""
 
     first: Any
-    bias: tuple[Any, int] | None  # (node holding b1, its input index)
-    act: Any
+    vectors: tuple[tuple[Any, int], ...]  # (node, input index) of 1-D per-channel constants
+    hidden: str  # the second MatMul's input
     second: Any
 
 
 def find_ffns(proto: Any) -> list[Ffn]:
+    """Every MatMul pair joined by an element-wise chain (bias Add, GELU as one op or as its
+    Erf decomposition, ReLU...) whose constants are scalars or per-channel vectors, and whose
+    intermediate tensors feed nothing else: permuting the hidden channels is then exact."""
     inits = _inits(proto)
-    producers = {node.output[0]: node for node in proto.graph.node}
+    producers = {out: node for node in proto.graph.node for out in node.output}
     found = []
-    for act in proto.graph.node:
-        if act.op_type not in FFN_ACTIVATIONS:
+    for second in proto.graph.node:
+        if second.op_type != "MatMul" or second.input[1] not in inits or \
+                len(inits[second.input[1]].dims) != 2:
             continue
-        seconds = [u for u in weight_uses(proto, act.output[0]) if u.node.op_type == "MatMul"]
-        if len(seconds) != 1 or len(_consumers(proto, act.output[0])) != 1:
-            continue
-        bias = (act, 1) if act.op_type in ("BiasGelu", "FastGelu") and len(act.input) > 1 \
-            else None
-        source = producers.get(act.input[0])
-        if source is not None and source.op_type == "Add" and bias is None:
-            const = [i for i, t in enumerate(source.input) if t in inits]
-            if len(const) == 1:
-                bias, source = (source, const[0]), producers.get(source.input[1 - const[0]])
-        if source is None or source.op_type != "MatMul" or source.input[1] not in inits:
-            continue
-        found.append(Ffn(source, bias, act, seconds[0].node))
+        chain = _chain(proto, second.input[0], int(inits[second.input[1]].dims[0]), inits,
+                       producers)
+        if chain is not None:
+            found.append(Ffn(chain[0], chain[1], second.input[0], second))
     return found
+
+
+def _chain(proto: Any, hidden: str, width: int, inits: dict[str, Any],
+           producers: dict[str, Any]) -> tuple[Any, tuple[tuple[Any, int], ...]] | None:
+    """(first MatMul, per-channel constants) of the element-wise chain ending at ``hidden``."""
+    stack, nodes, vectors, first, seen = [hidden], [], [], None, set()
+    while stack:
+        tensor = stack.pop()
+        if tensor in seen:  # GELU's input feeds two of its nodes
+            continue
+        seen.add(tensor)
+        node = producers.get(tensor)
+        if node is None:
+            return None
+        if node.op_type == "MatMul" and node.input[1] in inits and \
+                tuple(inits[node.input[1]].dims)[-1:] == (width,):
+            if first is not None and first is not node:
+                return None
+            first = node
+            continue
+        if node.op_type not in ELEMENTWISE:
+            return None
+        nodes.append(node)
+        for index, tensor in enumerate(node.input):
+            scalar = producers.get(tensor)
+            if scalar is not None and scalar.op_type == "Constant":
+                if _constant_size(scalar) != 1:
+                    return None
+            elif tensor in inits:
+                dims = tuple(inits[tensor].dims)
+                if dims == (width,):
+                    vectors.append((node, index))
+                elif int(np.prod(dims)) != 1:
+                    return None
+            elif tensor:
+                stack.append(tensor)
+    inside = {id(n) for n in nodes}
+    for node in nodes:  # no intermediate may leak to a consumer outside the chain
+        for out in node.output:
+            if out != hidden and any(id(c) not in inside for c in _consumers(proto, out)):
+                return None
+    if first is None or not nodes or len(_consumers(proto, first.output[0])) != 1:
+        return None
+    return first, tuple(vectors)
 
 
 def split_outlier_channels(proto: Any, act_max: dict[str, np.ndarray], k: int) -> list[str]:
@@ -196,17 +238,16 @@ def split_outlier_channels(proto: Any, act_max: dict[str, np.ndarray], k: int) -
 
     done = []
     for ffn in find_ffns(proto):
-        hidden = ffn.act.output[0]
+        hidden = ffn.hidden
         if hidden not in act_max or k >= len(act_max[hidden]):
             continue
         order = np.argsort(act_max[hidden], kind="stable")
         perm = np.concatenate([np.sort(order[:-k]), np.sort(order[-k:])])
         ffn.first.input[1] = _set(proto, ffn.first.input[1], _array(proto, ffn.first.input[1])
                                   [:, perm])
-        if ffn.bias is not None:
-            node, index = ffn.bias
+        for node, index in ffn.vectors:
             node.input[index] = _set(proto, node.input[index], _array(proto, node.input[index])
-                                     [..., perm])
+                                     [perm])
         w2 = _array(proto, ffn.second.input[1])[perm]
         sizes = _set_int(proto, f"{hidden}_split", np.array([len(perm) - k, k], np.int64))
         main, out = f"{hidden}_main", f"{hidden}_outliers"
@@ -227,6 +268,14 @@ def split_outlier_channels(proto: Any, act_max: dict[str, np.ndarray], k: int) -
             proto.graph.node.insert(at + offset, node)
         done.append(hidden)
     return done
+
+
+def _constant_size(node: Any) -> int:
+    from onnx import helper
+
+    value = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "value"),
+                 None)
+    return int(np.prod(value.dims)) if value is not None else -1
 
 
 def _set_int(proto: Any, name: str, value: np.ndarray) -> str:
@@ -259,7 +308,7 @@ def rewrite_encoder(src: Any, dst: Any, data: Any, input_names: tuple[str, ...],
     info: dict[str, Any] = {"skip_layernorm_unfused": unfuse_skip_layernorm(proto)}
     tensors = layernorm_outputs(proto) if alpha is not None else []
     if outlier_channels:
-        tensors += [ffn.act.output[0] for ffn in find_ffns(proto)]
+        tensors += [ffn.hidden for ffn in find_ffns(proto)]
     if tensors:
         onnx.save(proto, str(dst))
         stats = channel_absmax(dst, tensors, data, input_names)
