@@ -50,6 +50,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import (  # noqa: E402
     cpu_record,
     load_now,
+    ort_op_profile,
     real_sentences,
     sentences,
     time_interleaved,
@@ -186,6 +187,13 @@ def build(name: str, model: Any, float_path: Path, calib: Any, tmp: Path, t0: fl
         plan.append(("slimkit-static", lambda: Variant("slimkit-static", quantize(
             model, tmp / "slimkit-static.onnx", QuantizeConfig(mode="static"), calib=calib,
             measure=False).path, "onnxruntime")))
+        depthwise = depthwise_convs(float_path)
+        if depthwise:  # does int8 pay on depthwise convolutions here? measured, not assumed
+            rules = tuple(f"name:{n}" for n in depthwise)
+            plan.append(("slimkit-static-dw-float", lambda: Variant(
+                "slimkit-static-dw-float", quantize(model, tmp / "dw-float.onnx", QuantizeConfig(
+                    mode="static", exclude=rules), calib=calib, measure=False).path,
+                "onnxruntime", info={"kept_float": f"{len(rules)} depthwise Conv"})))
     plan.append(("slimkit-ov", lambda: _slimkit_ov(model, tmp, calib, quantize_openvino)))
     variants = []
     for vname, make in plan:
@@ -201,6 +209,22 @@ def build(name: str, model: Any, float_path: Path, calib: Any, tmp: Path, t0: fl
         log(t0, f"{name}: {vname} made in {v.info['make_seconds']} s")
         variants.append(v)
     return variants
+
+
+def depthwise_convs(path: Path) -> list[str]:
+    """Names of the depthwise Conv nodes (group == input channels > 1) of an ONNX file."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(path))
+    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    names = []
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = shapes.get(node.input[1]) if node.op_type == "Conv" else None
+        if w and attrs.get("group", 1) > 1 and w[1] == 1:
+            names.append(node.name)
+    return names
 
 
 def _slimkit_ov(model: Any, tmp: Path, calib: Any, fn: Callable[..., dict]) -> Variant:
@@ -287,7 +311,11 @@ def run_workload(name: str, args: argparse.Namespace, tmp: Path, t0: float) -> d
                                           "load_before": before, "load_after": load_now()}
         log(t0, f"{name}: timed at {threads} thread(s)")
     ratios(rows, args.threads)
-    return {"notes": notes, "rows": rows, "verdict": verdict(name, rows, args.threads)}
+    result = {"notes": notes, "rows": rows, "verdict": verdict(name, rows, args.threads)}
+    if name != "minilm":  # where the time goes, per op type (1 thread)
+        result["op_profile_ms"] = {v.name: ort_op_profile(v.path, feed) for v in ok
+                                   if v.runtime == "onnxruntime"}
+    return result
 
 
 def ratios(rows: dict[str, dict[str, Any]], threads: list[int]) -> None:

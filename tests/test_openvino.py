@@ -80,3 +80,15 @@ def test_int8_for_openvino_is_proven_from_the_runtime_model(tmp_path):
     assert report["fidelity"]["fp32"]["sqnr_db"] >= 20.0
     assert report["size"]["quantized_bytes"] < report["size"]["float_bytes"]
     assert report["precision"]["chosen"] in ("fp32", "bf16")
+
+
+def test_runtime_pick_measures_and_lists_a_missing_openvino(monkeypatch, cnn_onnx):
+    import slimkit._deps as deps
+    from slimkit.runtime_pick import pick_runtime
+
+    real = deps.is_available
+    monkeypatch.setattr(deps, "is_available", lambda name: name != "openvino" and real(name))
+    pick = pick_runtime(cnn_onnx, ("onnxruntime", "openvino"), rounds=1)
+    assert pick.runtime == "onnxruntime" and set(pick.p50_ms) == {"onnxruntime"}
+    assert pick.skipped[0]["runtime"] == "openvino" and "slimkit[openvino]" in \
+        pick.skipped[0]["why"]
