@@ -56,6 +56,7 @@ from common import (  # noqa: E402
     time_interleaved,
     write_json,
 )
+from int8_variants import depthwise_convs, nncf_int8, ort_dyn_pc, ort_static_best  # noqa: E402
 
 TARGETS = {"ort_cosine": 0.995, "ort_top5": 0.95, "ov_cosine": 0.997, "ov_top5": 0.95}
 
@@ -125,39 +126,6 @@ def proof(v: Variant) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- variants
 
-def ort_dyn_pc(src: Path, out: Path) -> Path:
-    from onnxruntime.quantization import quantize_dynamic
-
-    from slimkit.quantize.calibration import quiet
-    with quiet():
-        quantize_dynamic(src, out, per_channel=True)
-    return out
-
-
-def ort_static_best(src: Path, out: Path, calib: Any, names: tuple[str, ...]) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from slimkit.io import scratch_cwd
-    from slimkit.quantize.calibration import DatasetReader, quiet
-    pre = out.with_name("pre.onnx")
-    with quiet(), scratch_cwd():
-        quant_pre_process(str(src), str(pre))
-        quantize_static(pre, out, DatasetReader(calib, names), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-    return out
-
-
-def nncf_int8(src: Path, out: Path, items: list[dict], transformer: bool) -> Path:
-    import nncf
-    import openvino as ov
-    q = nncf.quantize(ov.convert_model(str(src)), nncf.Dataset(items), subset_size=len(items),
-                      model_type=nncf.ModelType.TRANSFORMER if transformer else None)
-    ov.save_model(q, str(out), compress_to_fp16=False)
-    return out
-
-
 def build(name: str, model: Any, float_path: Path, calib: Any, tmp: Path, t0: float,
           transformer: bool) -> list[Variant]:
     from slimkit.quantize import QuantizeConfig, quantize
@@ -209,22 +177,6 @@ def build(name: str, model: Any, float_path: Path, calib: Any, tmp: Path, t0: fl
         log(t0, f"{name}: {vname} made in {v.info['make_seconds']} s")
         variants.append(v)
     return variants
-
-
-def depthwise_convs(path: Path) -> list[str]:
-    """Names of the depthwise Conv nodes (group == input channels > 1) of an ONNX file."""
-    import onnx
-    from onnx import helper
-
-    proto = onnx.load(str(path))
-    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-    names = []
-    for node in proto.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        w = shapes.get(node.input[1]) if node.op_type == "Conv" else None
-        if w and attrs.get("group", 1) > 1 and w[1] == 1:
-            names.append(node.name)
-    return names
 
 
 def _slimkit_ov(model: Any, tmp: Path, calib: Any, fn: Callable[..., dict]) -> Variant:
