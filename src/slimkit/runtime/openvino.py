@@ -67,8 +67,8 @@ def compile_model(path: Path, options: RuntimeOptions) -> Any:
                                       f"'{options.provider}' is not available to it")
     if options.precision is Precision.BF16 and not has_bf16():
         raise RuntimeUnavailableError(
-            "bf16 needs a CPU with AVX-512 BF16 or AMX, which this one lacks; OpenVINO would "
-            "emulate nothing and run f32: use precision fp32 (or int8 quantization)")
+            "bf16 needs a CPU with AVX-512 BF16 or AMX, which this one lacks (OpenVINO would "
+            "run f32 anyway): use precision fp32, or int8 quantization for speed")
     core = ov.Core()
     try:
         source = core.read_model(str(path))
