@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=float, metavar="ALPHA",
                    help="SmoothQuant rebalancing of LayerNorm -> Linear pairs (e.g. 0.5), "
                         "applied where exact")
+    p.add_argument("--no-outlier-aware", action="store_true",
+                   help="transformer encoders: skip the exact graph SmoothQuant and the FFN "
+                        "outlier-channel split (on by default)")
+    p.add_argument("--outlier-channels", type=int, default=8,
+                   help="FFN hidden channels given their own int8 range (default 8; 0: none)")
     p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
                    help="cross-layer equalization + bias correction of torch CNNs (static "
                         "mode); auto: tried on depthwise pairs, kept when it scores better")
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size, fuse_transformer=not args.no_fuse,
         max_drop=args.max_drop, relative_drop=args.relative, qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr, learn_scales=args.learn_scales, smooth_alpha=args.smooth,
-        equalize=args.equalize)
+        equalize=args.equalize, outlier_aware=not args.no_outlier_aware,
+        outlier_channels=args.outlier_channels)
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
     model = load(args, args.model)
