@@ -178,3 +178,36 @@ def test_outlier_split_follows_an_exported_erf_gelu_chain(tmp_path):
     stats = channel_absmax(path, ["h"], Dataset(feed, None, "calib"), ("x",))
     assert split_outlier_channels(proto, stats, k=2) == ["h"]
     np.testing.assert_allclose(_run(proto, feed), reference, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_minilm_default_int8_is_small_integer_and_faithful_on_held_out_text(tmp_path):
+    """The issue-19 path end to end on the real model (speed is the benchmark's business)."""
+    import random
+    import re
+
+    import pydoc_data.topics as topics
+
+    from slimkit import load_model
+    from slimkit.evaluate import embedding_fidelity, predict
+    from slimkit.quantize import QuantizeConfig, quantize
+
+    model = load_model("builtin:minilm")
+    text = re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", " ".join(topics.topics.values())))
+    text = [t for t in text if 40 < len(t) < 200 and t[0].isupper()]
+    random.Random(0).shuffle(text)
+
+    def encode(lines: list[str]) -> Dataset:
+        enc = model.tokenizer(lines, padding="longest", truncation=True, max_length=128,
+                              return_tensors="np")
+        return Dataset({k: np.asarray(v, np.int64) for k, v in enc.items()}, None, "text")
+    calib, held_out = encode(text[:64]), encode(text[64:164])
+    result = quantize(model, tmp_path / "q.onnx", QuantizeConfig(), calib=calib,
+                      measure=False)
+    assert result.sections["proof"]["ok"] and "QAttention" in result.sections["proof"][
+        "op_counts"]
+    assert result.path.stat().st_size < 23_000_000  # ORT's quantize_dynamic: 22.96 MB
+    reference = predict(model, held_out, "onnxruntime", batch_size=1)
+    got = predict(model.with_onnx(result.path), held_out, "onnxruntime", batch_size=1)
+    fid = embedding_fidelity(reference, got)
+    assert fid["cosine_mean"] >= 0.995 and fid["top5_neighbour_agreement"] >= 0.93
