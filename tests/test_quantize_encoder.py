@@ -183,10 +183,9 @@ def test_outlier_split_follows_an_exported_erf_gelu_chain(tmp_path):
 @pytest.mark.slow
 def test_minilm_default_int8_is_small_integer_and_faithful_on_held_out_text(tmp_path):
     """The issue-19 path end to end on the real model (speed is the benchmark's business)."""
+    import pydoc_data.topics as topics
     import random
     import re
-
-    import pydoc_data.topics as topics
 
     from slimkit import load_model
     from slimkit.evaluate import embedding_fidelity, predict
