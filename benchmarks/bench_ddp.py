@@ -3,7 +3,7 @@
 
 builtin:resnet18-cifar (11.2 M parameters, BatchNorm) on digits upsampled to 3x32x32
 (``common.digits_as``), Adam, the same global batch and seed for both. Each measurement
-is one ``slimkit.prune.finetune.finetune`` call of S steps (``max_batches``); the time per step
+is one ``slimkit.train.finetune`` call of S steps (``max_batches``); the time per step
 is ``(t(S_long) - t(S_short)) / (S_long - S_short)``, which removes the fixed costs of a call
 (model copy, pickling, worker start-up, weights back through safetensors), reported apart as
 ``fixed_s``. Rounds interleave the two set-ups; medians. The first DDP call of a process also

@@ -117,8 +117,6 @@ QUICK_SIZES = Sizes(sentences=60, calib_sentences=16, image_calib=8, image_eval=
 BATCH32 = Timing(rounds=3, round_seconds=0.1, warmup=1)  # a MiniLM batch of 32 takes ~3 s
 
 
-# ----------------------------------------------------------------------------- sentences
-
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS / ("serve_llm-quick.json" if args.quick
                                        else "serve_llm.json")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from slimkit.environment import environment
+    from slimkit.bench.environment import environment
 
     started = time.perf_counter()
     if args.wait_idle > 0:

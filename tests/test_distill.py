@@ -211,7 +211,7 @@ def test_save_pruned_and_plain_students(tmp_path):
 
 
 def test_finetune_loss_plugs_into_the_finetuning_hook(one_torch_thread):
-    finetune = pytest.importorskip("slimkit.prune.finetune")
+    from slimkit import train as finetune
     teacher, student = mlp(0), mlp(1)
     hooks = finetune.TrainHooks(loss_fn=finetune_loss(DistillConfig(alpha=0.7)), teacher=teacher)
     result = finetune.finetune(student, data(), finetune.FinetuneConfig(epochs=2, lr=0.01),

@@ -252,8 +252,8 @@ TORCHRUN_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np
     from slimkit.data import Dataset
-    from slimkit.distributed import finetune_ddp
-    from slimkit.prune.finetune import FinetuneConfig
+    from slimkit.train import FinetuneConfig
+    from slimkit.train.ddp import finetune_ddp
     from slimkit.testing import tiny_model
 
     if __name__ == "__main__":

@@ -21,7 +21,7 @@ SRC = ROOT / "src" / "slimkit"
 # bottom to top; a package may import its own layer and the layers below
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "config", "registry", "io", "_deps", "_lazy", "progress", "model",
-              "selector")),
+              "selector", "hardware")),
     ("inputs", ("data", "load")),
     ("runtimes", ("runtime",)),
     ("export", ("export",)),

@@ -270,15 +270,19 @@ def test_smooth_quant_is_exact_on_pre_ln_models(tmp_path):
     assert result.sections["smooth_quant"]["pairs"] == 1 and result.sections["proof"]["ok"]
 
 
-def test_smooth_quant_leaves_post_ln_models_alone(tmp_path):
+def test_post_ln_encoder_is_smoothed_exactly_in_the_graph(tmp_path):
     from tests.test_load import _tiny_bert
 
     _tiny_bert(tmp_path / "bert")
     model = load_model(str(tmp_path / "bert"))
     result = quantize(model, tmp_path / "q.onnx", QuantizeConfig(smooth_alpha=0.5),
                       measure=False)
-    info = result.sections["smooth_quant"]
-    assert info["pairs"] == 0 and "post-LN" in info["not_applicable"]
+    info = result.sections["encoder_rewrite"]  # the float rewrite was checked equal (1e-3)
+    assert "smooth_quant" not in result.sections  # the torch-level pass did not run
+    assert info["smooth_quant"]["alpha"] == 0.5 and info["smooth_quant"]["layernorms"] > 0
+    # post-LN: every smoothed LayerNorm also feeds a residual, restored by a Mul
+    assert info["smooth_quant"]["residual_muls"] == info["smooth_quant"]["layernorms"]
+    assert info["skip_layernorm_unfused"] > 0 and result.sections["proof"]["ok"]
 
 
 def test_kernel_proof_rejects_weight_only_fallback():

@@ -22,8 +22,8 @@ def reference(model=None) -> np.ndarray:
 
 
 def test_registry_names_every_runtime():
-    assert {"torch", "torch-compile", "onnxruntime"} <= set(runtime_names())
-    with pytest.raises(InputError, match="known: onnxruntime, torch, torch-compile"):
+    assert {"torch", "torch-compile", "onnxruntime", "openvino"} <= set(runtime_names())
+    with pytest.raises(InputError, match="known: onnxruntime, openvino, torch, torch-compile"):
         create_session(tiny_model(), "tvm")
 
 

@@ -19,6 +19,8 @@ _EXTRAS = {
     "transformers": "core (pip install transformers)",
     "tokenizers": "core (pip install tokenizers)",
     "optuna": "core (pip install optuna)",
+    "openvino": "openvino",
+    "nncf": "openvino",
     "onnxruntime": "core (pip install onnxruntime)",
     "onnx": "core (pip install onnx)",
 }

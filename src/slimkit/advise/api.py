@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def measure(model: Model, config: AdviseConfig) -> Measurements:
     """Profile ``model`` and this CPU (seconds of work)."""
     from slimkit.analyse.profile import analyze
-    from slimkit.bench.environment import cpu_info, has_int8_dot_product
+    from slimkit.hardware import cpu_info, has_int8_dot_product
 
     cpu = cpu_info()
     a = analyze(model, config.batch, config.sequence, config.threads)

@@ -18,7 +18,7 @@ HELP = "latency/throughput of models side by side"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p, many=True)
     p.add_argument("--runtime", type=csv(str), default=("torch", "onnxruntime"),
-                   help="comma-separated runtimes (torch, torch-compile, onnxruntime); "
+                   help="comma-separated runtimes (torch, torch-compile, onnxruntime, openvino); "
                         "default torch,onnxruntime")
     p.add_argument("--threads", type=csv(int), default=(1,), help="e.g. 1,2 (default 1)")
     p.add_argument("--batch", type=csv(int), default=(1,), help="e.g. 1,8 (default 1)")

@@ -11,7 +11,8 @@ HELP = "export to ONNX and verify it in ONNX Runtime"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p)
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("-o", "--output", required=True,
+                   help="the .onnx file to write, or an OpenVINO IR .xml (with its .bin)")
     p.add_argument("--data", help="inputs to verify on (default: synthetic from the model)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed")
@@ -28,6 +29,13 @@ def run(args: argparse.Namespace) -> None:
     config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol)
     model = load(args, args.model)
     sample = load_data(args.data, model) if args.data else None
+    if str(args.output).endswith(".xml"):
+        from slimkit.export.openvino import export_openvino
+
+        ir = export_openvino(model, args.output, sample)
+        console.print(f"wrote {ir.path} (+ .bin); verified in OpenVINO (f32) against ONNX "
+                      f"Runtime: max abs diff {ir.max_abs_diff:.3g}")
+        return
     result = export_onnx(model, args.output, config, sample)
     console.print(f"wrote {result.path} (opset {result.opset}); verified in ONNX Runtime on "
                   f"{result.verified_shapes}: max abs diff {result.max_abs_diff:.3g} "

@@ -52,10 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=float, metavar="ALPHA", dest=q + "smooth_alpha",
                    help="SmoothQuant rebalancing of LayerNorm -> Linear pairs (e.g. 0.5), "
                         "applied where exact")
+    p.add_argument("--no-outlier-aware", action="store_false", dest=q + "outlier_aware",
+                   help="transformer encoders: skip the exact graph SmoothQuant and the FFN "
+                        "outlier-channel split (on by default)")
+    p.add_argument("--outlier-channels", type=int, default=8, dest=q + "outlier_channels",
+                   help="FFN hidden channels given their own int8 range (default 8; 0: none)")
     p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
                    dest=q + "equalize",
                    help="cross-layer equalization + bias correction of torch CNNs (static "
                         "mode); auto: tried on depthwise pairs, kept when it scores better")
+    p.add_argument("--target", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="the runtime the int8 model is for: onnxruntime (an .onnx file) or "
+                        "openvino (IR .xml + .bin, made with NNCF; needs slimkit[openvino])")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -78,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
     calib = load_data(args.calib, model, split="train") if args.calib else None
     data = load_data(args.data, model) if args.data else None
     metric = load_user_metric(args.metric) if args.metric else None
+    if args.target == "openvino":
+        from slimkit.quantize.openvino_target import quantize_openvino
+
+        report = quantize_openvino(model, args.output, config, calib, data, args.threads)
+        write_text_atomic(report_path, json.dumps(report, indent=2, default=str) + "\n")
+        print(json.dumps(report, indent=2, default=str) if args.json else
+              f"wrote {report['path']}: int8 proven={report['proof']['ok']}, precision "
+              f"{report['precision']['chosen']}; report {report_path}")
+        return 0
     result = quantize(model, args.output, config, calib, data, metric, args.threads)
     report = result.to_dict()
     write_text_atomic(report_path, json.dumps(report, indent=2, default=str) + "\n")

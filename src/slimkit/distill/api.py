@@ -193,7 +193,7 @@ def _run_metric(metric: Metric | None, setup: Setup) -> float | None:
 
 
 def finetune_loss(config: DistillConfig | None = None) -> Callable[[Any, Any], torch.Tensor]:
-    """A ``loss_fn(student_outputs, batch)`` for ``slimkit.prune.finetune`` (its distillation
+    """A ``loss_fn(student_outputs, batch)`` for ``slimkit.train.finetune`` (its distillation
     hook): the configured output loss against ``batch.teacher_outputs`` and ``batch.labels``.
     Pass it with the teacher in ``TrainHooks(loss_fn=..., teacher=...)``. Hint pairs need
     :func:`distill` itself.

@@ -19,6 +19,7 @@ from slimkit.quantize.calibration import check_calibration
 from slimkit.quantize.config import Equalize, QuantizeConfig, QuantMode
 from slimkit.quantize.graph import load_proto, prove_integer_kernels, quantizable_layers
 from slimkit.quantize.methods import METHODS, QuantJob
+from slimkit.quantize.prepare import fuses_transformer
 from slimkit.quantize.scoring import Score, Scorer
 from slimkit.selector import Selector
 
@@ -64,7 +65,7 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
         >>> r.sections["proof"]["ok"], r.sections["metric"]["drop"] < 0.02
         (True, True)
     """
-    from slimkit.quantize.preflight import choose_activation_type, run_preflight
+    from slimkit.quantize.preflight import choose_activation_type, gemm_ratios, run_preflight
 
     config = config or QuantizeConfig()
     if not str(output).endswith(".onnx"):
@@ -78,13 +79,21 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
     with tempfile.TemporaryDirectory(prefix="slimkit-quant-") as tmp_name:
         tmp = Path(tmp_name)
         source_model = model
-        if config.smooth_alpha is not None and config.mode in INT8_MODES and _has_layernorm(model):
+        encoder = config.mode in INT8_MODES and config.fuse_transformer and \
+            fuses_transformer(model)  # SmoothQuant then goes into the fused graph, exactly
+        if config.smooth_alpha is not None and config.mode in INT8_MODES and \
+                _has_layernorm(model) and not encoder:
             from slimkit.quantize.smooth import smooth_quant
 
             observe = calib or eval_data or synthetic(model.inputs, 16, seed=0)
             source_model, sections["smooth_quant"] = smooth_quant(model, observe,
                                                                   config.smooth_alpha)
         float_path, sections["prepare"] = _float_model(source_model, tmp, config)
+        if encoder:
+            from slimkit.quantize.encoder import rewrite_float_encoder
+
+            float_path, sections["encoder_rewrite"] = rewrite_float_encoder(
+                model, float_path, config, calib or eval_data)
         float_model = replace(model.with_onnx(float_path), name=f"{model.name}-fp32")
         source = float_path
         if config.mode == QuantMode.STATIC and calib is not None:
@@ -103,7 +112,8 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
             source, overrides, sections["qat"] = _qat(source_model, train, config, tmp)
         job = QuantJob(source, tmp / "quant.onnx", config, model.input_names,
                        tuple(layer.name for layer in excluded),
-                       choose_activation_type(config.activation_type), calib,
+                       choose_activation_type(config.activation_type, ratios=gemm_ratios()),
+                       calib,
                        calibration_cache=tmp / "calibration.json", range_overrides=overrides)
         sections["method"] = METHODS.get(config.mode.value)(job)
         score = scorer.score(job.out_path)

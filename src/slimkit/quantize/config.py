@@ -63,6 +63,12 @@ class QuantizeConfig:
         smooth_alpha: SmoothQuant strength (e.g. 0.5) for LayerNorm -> Linear pairs of torch
             models in int8 modes, applied only where it is exact (pre-LN transformers); off by
             default: compare the reported fidelity with and without it.
+        outlier_aware: on fused transformer encoders (int8 modes), fold SmoothQuant into the
+            ONNX graph (alpha = ``smooth_alpha`` or 0.7; exact in pre-LN and post-LN blocks) and
+            give each FFN's ``outlier_channels`` largest hidden channels their own int8 range
+            (``slimkit.quantize.encoder_graph``); statistics come from ``calib`` (else the
+            evaluation data, else synthetic inputs).
+        outlier_channels: how many FFN hidden channels get their own range (0: none).
         equalize: cross-layer equalization + bias correction of torch CNNs in static mode
             (``slimkit.quantize.equalize``): ``auto`` tries it on models with depthwise
             convolution pairs and keeps it only when the metric (then SQNR) is better; ``on``
@@ -86,6 +92,8 @@ class QuantizeConfig:
     learn_scales: bool = False
     smooth_alpha: float | None = None
     equalize: Equalize = Equalize.AUTO
+    outlier_aware: bool = True
+    outlier_channels: int = 8
 
     def __post_init__(self) -> None:
         coerce_enums(self, {"mode": QuantMode, "method": CalibMethod,
@@ -100,6 +108,9 @@ class QuantizeConfig:
             raise InputError("block_size must be a power of two >= 16")
         if self.smooth_alpha is not None and not 0.0 < self.smooth_alpha < 1.0:
             raise InputError("smooth_alpha must be in (0, 1), or None to turn it off")
+        if isinstance(self.outlier_channels, bool) or not isinstance(self.outlier_channels, int) \
+                or self.outlier_channels < 0:
+            raise InputError("outlier_channels must be an integer >= 0 (0 turns the split off)")
         if self.qat_epochs < 0 or not self.qat_lr > 0:
             raise InputError("qat_epochs must be >= 0 and qat_lr > 0")
         if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):

@@ -40,7 +40,9 @@ METHODS: Registry[Handler] = Registry("quantization mode")
 # int8 op types that have integer kernels in ONNX Runtime's CPU provider. Dynamic mode leaves
 # Conv in float: its ConvInteger kernel ran 2-3x slower than float Conv in the quantization
 # benchmark (ResNet-18 0.44x, digits CNN 0.35x); static mode's QLinearConv is the CNN path.
-DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Attention"]
+# Gather with a constant table (embeddings) stores int8 rows, dequantized after the lookup: the
+# file shrinks 4x there (MiniLM's 47 MB word embeddings) for no measurable time.
+DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Attention", "Gather"]
 
 
 def _qtype(kind: str) -> Any:

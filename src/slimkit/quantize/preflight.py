@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.bench.environment import cpu_info, has_int8_dot_product
+from slimkit.hardware import cpu_info, has_int8_dot_product
 from slimkit.quantize.config import ActivationType, QuantizeConfig, QuantMode
 
 # ops whose time int8 quantization turns into integer time
@@ -43,10 +43,22 @@ class Preflight:
         return asdict(self)
 
 
-def choose_activation_type(requested: ActivationType, cpu: dict[str, Any] | None = None) -> str:
-    """u8 on x86 (u8 x s8 is the integer instruction there, with or without VNNI); s8 on Arm."""
+def choose_activation_type(requested: ActivationType, cpu: dict[str, Any] | None = None,
+                           ratios: tuple[float, float] | None = None) -> str:
+    """The activation type of int8 GEMMs: as requested, else the faster of u8 x s8 and s8 x s8
+    by the ratios measured on this CPU (``gemm_ratios``), else by architecture (u8 on x86,
+    where u8 x s8 is the integer instruction with or without VNNI; s8 on Arm).
+
+    Example:
+        >>> choose_activation_type(ActivationType.AUTO, {"arch": "x86_64"}, ratios=(4.2, 0.27))
+        'u8'
+        >>> choose_activation_type(ActivationType.AUTO, {"arch": "aarch64"}, ratios=(0.9, 1.8))
+        's8'
+    """
     if requested != ActivationType.AUTO:
         return requested.value
+    if ratios is not None and max(ratios) > 0 and abs(ratios[0] - ratios[1]) > 0.1:
+        return "u8" if ratios[0] >= ratios[1] else "s8"
     arch = (cpu or cpu_info())["arch"].lower()
     return "s8" if arch in ("aarch64", "arm64") else "u8"
 
@@ -105,8 +117,8 @@ def run_preflight(float_onnx: Path, config: QuantizeConfig, model_inputs: Any,
     from slimkit.load.onnx_file import load_onnx
 
     cpu = cpu_info()
-    act = choose_activation_type(config.activation_type, cpu)
     u8s8, s8s8 = gemm_ratios()
+    act = choose_activation_type(config.activation_type, cpu, (u8s8, s8s8))
     model = load_onnx(float_onnx)
     if model_inputs is not None:
         model.inputs = model_inputs

@@ -75,6 +75,11 @@ def _check_finite_parameters(model: Model) -> None:
                             "quantization needs finite weights (check the training run)")
 
 
+def fuses_transformer(model: Model) -> bool:
+    """Whether :func:`float_onnx` fuses ``model`` as a transformer encoder (when asked to)."""
+    return _heads_and_hidden(model) is not None
+
+
 def _heads_and_hidden(model: Model) -> tuple[int, int] | None:
     heads, hidden = model.meta.get("num_attention_heads"), model.meta.get("hidden_size")
     if model.meta.get("hf_config") not in BERT_LIKE or not heads or not hidden:
@@ -85,14 +90,19 @@ def _heads_and_hidden(model: Model) -> tuple[int, int] | None:
 def _fuse_transformer(src: Path, dst: Path, heads: int, hidden: int) -> dict[str, Any]:
     import logging
 
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    # EmbedLayerNormalization takes float tables: unfused, the embedding Gathers get int8 rows
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         optimized = optimize_model(str(src), model_type="bert", num_heads=heads,
-                                   hidden_size=hidden, opt_level=0)
+                                   hidden_size=hidden, opt_level=0,
+                                   optimization_options=options)
     finally:
         quiet.setLevel(level)
     optimized.save_model_to_file(str(dst))

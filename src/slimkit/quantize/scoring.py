@@ -68,6 +68,10 @@ class Scorer:
             fid.update(embedding_fidelity(self.reference, outputs))
         return fid
 
+    def value_of(self, outputs: np.ndarray) -> float:
+        """The metric of ``outputs`` (of the same data) against the float reference."""
+        return self._value(outputs)
+
     def score(self, path: Path) -> Score:
         outputs = predict(self.model.with_onnx(path), self.data, "onnxruntime")
         return Score(self.name, self.float_value, self._value(outputs), self._fidelity(outputs))

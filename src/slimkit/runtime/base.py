@@ -38,13 +38,16 @@ class GraphOptimization(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
-    """Compute precision; ``fp16`` only on GPU providers (CPU kernels for it are slow or absent)."""
+    """Compute precision; ``fp16`` only on GPU providers (CPU kernels for it are slow or absent),
+    ``bf16`` only on the openvino runtime (CPUs with AVX-512 BF16 or AMX)."""
 
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
 
 
 GPU_PROVIDERS = ("cuda", "tensorrt")
+BF16_RUNTIMES = ("openvino",)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,12 @@ def create_session(model: Model, runtime: str = "torch",
         (1, 10)
     """
     _ensure_registered()
-    return RUNTIMES.get(runtime)(model, options or RuntimeOptions())
+    factory = RUNTIMES.get(runtime)
+    options = options or RuntimeOptions()
+    if options.precision is Precision.BF16 and runtime not in BF16_RUNTIMES:
+        raise InputError(f"precision bf16 runs on the {', '.join(BF16_RUNTIMES)} runtime; "
+                         f"'{runtime}' would run fp32")
+    return factory(model, options)
 
 
 @contextlib.contextmanager
@@ -153,5 +161,6 @@ def runtime_names() -> list[str]:
 def _ensure_registered() -> None:
     # importing the modules registers their runtimes; kept lazy so onnxruntime loads on use
     import slimkit.runtime.onnxrt  # noqa: F401
+    import slimkit.runtime.openvino  # noqa: F401  (openvino itself is imported on use)
     import slimkit.runtime.torch_compile  # noqa: F401
     import slimkit.runtime.torch_eager  # noqa: F401

@@ -50,7 +50,7 @@ def simulate_cpu(monkeypatch: Any, profile: CpuProfile) -> None:
 
     # import_module: ``slimkit.quantize`` the attribute is the verb, not the package
     advise, environment, preflight = (importlib.import_module(f"slimkit.{name}") for name in
-                                      ("advise.api", "bench.environment", "quantize.preflight"))
+                                      ("advise.api", "hardware", "quantize.preflight"))
 
     def ratios(*_args: Any, **_kwargs: Any) -> tuple[float, float]:
         return profile.gemm_u8s8, profile.gemm_s8s8
