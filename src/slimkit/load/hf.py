@@ -58,8 +58,12 @@ def is_hf_folder(path: Path) -> bool:
 
 def load_hf_folder(path: str | Path, name: str | None = None) -> Model:
     """Load a Hugging Face folder; the weights must be safetensors (pickled ``.bin`` is refused)."""
-    transformers = require("transformers", "loading a Hugging Face model")
     folder = Path(path)
+    from slimkit.llm.load import is_causal_lm_config, load_hf_causal_lm
+
+    if is_causal_lm_config(folder):  # a decoder LM: next-token logits, not an embedding
+        return load_hf_causal_lm(folder, name)
+    transformers = require("transformers", "loading a Hugging Face model")
     if not any(folder.glob("*.safetensors")):
         raise ModelLoadError(
             f"'{folder}' has no .safetensors weights; slimkit does not unpickle .bin files "

@@ -50,7 +50,7 @@ def cache_dir() -> Path:
 
 
 def zoo_names() -> list[str]:
-    return [*ZOO.names(), "minilm"]
+    return [*ZOO.names(), "minilm", "smollm2"]
 
 
 def load_builtin(name: str, seed: int = 0) -> Model:
@@ -59,6 +59,10 @@ def load_builtin(name: str, seed: int = 0) -> Model:
         from slimkit.load.hf import load_minilm
 
         return load_minilm()
+    if name == "smollm2":
+        from slimkit.llm.load import load_smollm2
+
+        return load_smollm2()
     entry = ZOO.get(name)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
