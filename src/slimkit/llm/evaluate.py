@@ -109,7 +109,7 @@ def compare(model: Model | CausalLMRuntime, reference: Model | CausalLMRuntime |
     config = config or PerplexityConfig()
     tokenizer = tokenizer or _tokenizer(model, reference)
     text = load_text(config.text)
-    ids = np.asarray(tokenizer(text.text)["input_ids"][:config.max_tokens], np.int64)
+    ids = token_ids(tokenizer, text.text, config.max_tokens)
     if len(ids) < 2:
         raise DataError(f"text '{config.text}' has fewer than 2 tokens")
     rt = _runtime(model, runtime, threads)
@@ -117,6 +117,9 @@ def compare(model: Model | CausalLMRuntime, reference: Model | CausalLMRuntime |
     if ref is not None and ref.vocab_size != rt.vocab_size:
         raise InputError(f"the models' vocabularies differ ({rt.vocab_size} vs "
                          f"{ref.vocab_size} tokens); KL needs the same tokenizer")
+    if int(ids.max()) >= rt.vocab_size:
+        raise InputError(f"the tokenizer gives token ids up to {int(ids.max())} but the model "
+                         f"has {rt.vocab_size} tokens: they do not belong together")
     sums = _Sums()
     spans = list(windows(len(ids), config.window, config.stride))
     for begin, end, first in progress(spans, "scoring text", total=len(spans)):
@@ -129,6 +132,15 @@ def compare(model: Model | CausalLMRuntime, reference: Model | CausalLMRuntime |
     return {"text": text.describe(), "tokens": len(ids), "tokens_scored": sums.count,
             "window": config.window, "stride": config.stride, "windows": len(spans),
             "runtime": rt.name, **sums.result()}
+
+
+def token_ids(tokenizer: Any, text: str, max_tokens: int) -> np.ndarray:
+    """The first ``max_tokens`` token ids of ``text``, tokenizing only a prefix long enough
+    (about 16 characters a token first, all of it if that falls short)."""
+    ids = tokenizer(text[:max_tokens * 16])["input_ids"]
+    if len(ids) <= max_tokens and len(text) > max_tokens * 16:
+        ids = tokenizer(text)["input_ids"]
+    return np.asarray(ids[:max_tokens], np.int64)
 
 
 class _Sums:

@@ -89,8 +89,9 @@ def load_hf_causal_lm(folder: Path, name: str | None = None) -> Model:
         raise ModelLoadError(f"'{folder}' has no .safetensors weights; slimkit does not unpickle "
                              ".bin files (convert them with save_pretrained(safe_serialization=True))")
     try:
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, use_safetensors=True, dtype=torch.float32, **_OFFLINE)
+        with _quiet_progress(transformers):
+            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, use_safetensors=True, dtype=torch.float32, **_OFFLINE)
         tokenizer = _tokenizer(transformers, folder)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load causal LM '{folder}': {_first_line(exc)}") from None
@@ -213,7 +214,8 @@ def save_hf_folder(model: Model, folder: Path) -> Path:
     if getattr(hf_model.config, "quantization_config", None) is not None:
         hf_model = rebuild_plain(hf_model)
     hf_model.config.architectures = [type(hf_model).__name__]
-    hf_model.save_pretrained(folder, safe_serialization=True)
+    with _quiet_progress(require("transformers", "saving a causal LM")):
+        hf_model.save_pretrained(folder, safe_serialization=True)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(folder)
     return folder

@@ -63,7 +63,7 @@ def filtered_probs(logits: np.ndarray, config: SamplingConfig) -> np.ndarray:
     if config.top_p < 1:
         order = np.argsort(-probs, kind="stable")
         cumulative = np.cumsum(probs[order])
-        keep = order[:int(np.searchsorted(cumulative, config.top_p)) + 1]
+        keep = order[:int(np.searchsorted(cumulative, config.top_p - 1e-9)) + 1]
         mask = np.zeros_like(probs, dtype=bool)
         mask[keep] = True
         probs = np.where(mask, probs, 0.0)
