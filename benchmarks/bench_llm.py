@@ -89,7 +89,7 @@ def time_rows(rows: dict[str, tuple[Any, Any]], cases: dict[int, list[int]], thr
     with torch_threads(threads):
         for length, prompt in cases.items():
             samples: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r in rows}
-            for name, (fn, obj) in rows.items():  # warm-up, untimed
+            for fn, obj in rows.values():  # warm-up, untimed
                 fn(obj, prompt, 4)
             for _ in range(rounds):
                 for name, (fn, obj) in rows.items():

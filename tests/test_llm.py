@@ -202,4 +202,4 @@ def test_chat_template_is_applied(tiny):
 
     ids = encode_prompt(tiny.tokenizer, "hi", chat=True)
     assert tiny.tokenizer.decode(ids).startswith("<|im_start|>user\nhi<|im_end|>")
-    assert VOCAB == tiny.meta["vocab_size"]
+    assert tiny.meta["vocab_size"] == VOCAB

@@ -86,10 +86,11 @@ def load_hf_causal_lm(folder: Path, name: str | None = None) -> Model:
     transformers = require("transformers", "loading a causal language model")
     refuse_remote_code(folder)
     if not any(folder.glob("*.safetensors")):
-        raise ModelLoadError(f"'{folder}' has no .safetensors weights; slimkit does not unpickle "
-                             ".bin files (convert them with save_pretrained(safe_serialization=True))")
+        raise ModelLoadError(f"'{folder}' has no .safetensors weights; slimkit does not "
+                             "unpickle .bin files (convert them with "
+                             "save_pretrained(safe_serialization=True))")
     try:
-        with _quiet_progress(transformers):
+        with quiet_progress(transformers):
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
                 folder, use_safetensors=True, dtype=torch.float32, **_OFFLINE)
         tokenizer = _tokenizer(transformers, folder)
@@ -103,7 +104,7 @@ def load_gguf(path: Path, name: str | None = None) -> Model:
     transformers = require("transformers", "loading a GGUF model")
     check_gguf(path)
     try:
-        with _quiet_progress(transformers):
+        with quiet_progress(transformers):
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
                 path.parent, gguf_file=path.name, dtype=torch.float32, **_OFFLINE)
             tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -140,7 +141,8 @@ def refuse_remote_code(folder: Path) -> None:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read '{folder / 'config.json'}': {_first_line(exc)}") from None
+        raise ModelLoadError(
+            f"cannot read '{folder / 'config.json'}': {_first_line(exc)}") from None
     if "auto_map" in config:
         raise ModelLoadError(
             f"'{folder}' asks to run its own code (config.json has 'auto_map'); slimkit never "
@@ -214,7 +216,7 @@ def save_hf_folder(model: Model, folder: Path) -> Path:
     if getattr(hf_model.config, "quantization_config", None) is not None:
         hf_model = rebuild_plain(hf_model)
     hf_model.config.architectures = [type(hf_model).__name__]
-    with _quiet_progress(require("transformers", "saving a causal LM")):
+    with quiet_progress(require("transformers", "saving a causal LM")):
         hf_model.save_pretrained(folder, safe_serialization=True)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(folder)
@@ -226,8 +228,8 @@ def hf_module(model: Model) -> Any:
     module = model.require_module("this step")
     inner = getattr(module, "model", None)
     if not isinstance(module, CausalLM) or inner is None:
-        raise ModelLoadError(f"'{model.source}' is not a causal language model "
-                             "(a Hugging Face *ForCausalLM folder, a .gguf file or builtin:smollm2)")
+        raise ModelLoadError(f"'{model.source}' is not a causal language model (a Hugging "
+                             "Face *ForCausalLM folder, a .gguf file or builtin:smollm2)")
     return inner
 
 
@@ -259,7 +261,7 @@ def _tokenizer(transformers: Any, folder: Path) -> Any:
     return transformers.AutoTokenizer.from_pretrained(folder, **_OFFLINE)
 
 
-class _quiet_progress:
+class quiet_progress:
     """Hide transformers' per-tensor progress bars during a load; restore the setting after."""
 
     def __init__(self, transformers: Any) -> None:

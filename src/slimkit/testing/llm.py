@@ -15,7 +15,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB = 320
-_COMMON = {"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128,
+_COMMON: dict[str, Any] = {"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128,
            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
            "max_position_embeddings": 256, "bos_token_id": 0, "eos_token_id": 2,
            "pad_token_id": 0, "rms_norm_eps": 1e-5,
@@ -72,9 +72,14 @@ def tiny_causal_lm(arch: str = "llama", seed: int = 0) -> Any:
 def tiny_llama_folder(root: Path, arch: str = "llama", chat_template: bool = True,
                       seed: int = 0) -> Path:
     """Write a tiny ``arch`` model and its tokenizer as a Hugging Face folder under ``root``."""
+    import transformers
+
+    from slimkit.llm.load import quiet_progress
+
     folder = root / f"tiny-{arch}"
     model = tiny_causal_lm(arch, seed)
-    model.save_pretrained(folder, safe_serialization=True)
+    with quiet_progress(transformers):
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer = tiny_tokenizer()
     if not chat_template:
         tokenizer.chat_template = None
