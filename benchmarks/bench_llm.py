@@ -7,8 +7,10 @@ Rows, each at 1 and 2 threads, interleaved over rounds:
 
 - torch: transformers' ``generate`` (HF generate, eager fp32);
 - slimkit onnxruntime: the folder written by ``slimkit export`` (graph by ORT GenAI's model
-  builder, verified against torch) run by slimkit's Python engine (``slimkit.llm.engine``);
-- ort-genai: the same folder run by ONNX Runtime GenAI's own C++ generator;
+  builder plus slimkit's last-token LM head, verified against torch) run by slimkit's Python
+  engine (``slimkit.llm.engine``); the same folder in ONNX Runtime GenAI's C++ generator;
+- ort-genai builder fp32: the builder's graph as it is (full LM head) in GenAI's generator,
+  the anchor's row;
 - plain torch.onnx export: the exporter alternative slimkit did not choose (TorchScript export
   with an explicit cache, no fused ops), run by slimkit's engine;
 - llama.cpp (llama-cpp-python) on the original Q4_1 GGUF, where it is installed.
@@ -40,6 +42,9 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import llm_timers as timers  # noqa: E402
+
+BUILDER = "builder graph as is"
+GENAI_ROW = "ort-genai builder fp32 (GenAI runtime)"  # the anchor's row
 from bench_quantize import git_state  # noqa: E402
 from bench_runtimes import write_json  # noqa: E402
 
@@ -69,10 +74,13 @@ def build_rows(model: Any, folders: dict[str, Path], threads: int, scratch: Path
     hf = model.module.model
     rows: dict[str, tuple[Any, Any]] = {"torch (HF generate)": (timers.time_hf_generate, hf)}
     for name, folder in folders.items():
+        if name == BUILDER:
+            continue
         runtime = open_runtime(load_generation_folder(folder), "onnxruntime", threads)
         rows[f"{name} (slimkit engine)"] = (timers.time_engine, runtime)
-    rows["ort-genai (builder graph, GenAI runtime)"] = (
+    rows["slimkit export (GenAI runtime)"] = (
         timers.time_genai, timers.genai_model(folders["slimkit onnxruntime"], threads, scratch))
+    rows[GENAI_ROW] = (timers.time_genai, timers.genai_model(folders[BUILDER], threads, scratch))
     if gguf:
         rows["llama.cpp Q4_1 GGUF"] = (timers.time_llama_cpp,
                                        timers.llama_cpp_model(gguf, threads, 1024))
@@ -113,8 +121,10 @@ def perplexities(model: Any, folders: dict[str, Path], gguf: str | None,
     config = PerplexityConfig(window=512, stride=512, max_tokens=max_tokens)
     result: dict[str, Any] = {"torch": perplexity(model, config, threads=2)}
     for name, folder in folders.items():
+        if name == BUILDER:
+            continue
         result[name] = compare(load_generation_folder(folder), model, config, threads=2)
-    result["ort-genai (builder graph, GenAI runtime)"] = "same graph as slimkit onnxruntime"
+    result[GENAI_ROW] = "same weights and nodes as slimkit onnxruntime, full LM head"
     if gguf:
         ids = token_ids(model.tokenizer, python_reference("evaluation").text, max_tokens)
         llm = timers.llama_cpp_model(gguf, 2, 512, logits_all=True)
@@ -123,13 +133,17 @@ def perplexities(model: Any, folders: dict[str, Path], gguf: str | None,
 
 
 def export_folders(model: Any, scratch: Path, plain: bool) -> dict[str, Path]:
-    from slimkit.llm.export import export_for_generation
+    from slimkit.llm.export import GenerationExportConfig, export_for_generation
 
+    for name in ("slimkit", "builder"):
+        (scratch / name).mkdir()
     start = time.perf_counter()
-    result = export_for_generation(model, scratch / "smollm2-gen")
+    result = export_for_generation(model, scratch / "slimkit" / "gen")
     print(f"exported + verified in {time.perf_counter() - start:.0f} s: "
           f"{result.report['verification']}", file=sys.stderr)
-    folders = {"slimkit onnxruntime": result.folder}
+    as_is = export_for_generation(model, scratch / "builder" / "gen",
+                                  GenerationExportConfig(last_token_head=False))
+    folders = {"slimkit onnxruntime": result.folder, BUILDER: as_is.folder}
     if plain:
         folders["plain torch.onnx export"] = timers.plain_onnx_export(
             model.module.model, result.folder, scratch / "plain")

@@ -46,17 +46,19 @@ def time_engine(runtime: Any, prompt: list[int], new: int) -> tuple[float, list[
 
 def genai_model(folder: Path, threads: int, scratch: Path) -> Any:
     """An ORT GenAI model of ``folder`` with ``threads`` intra-op threads: a scratch folder
-    with a copy of genai_config.json and links to the other files."""
+    with a copy of genai_config.json and hard links to the other files (ONNX Runtime refuses
+    external data reached through a symlink out of the model's folder)."""
     import json
+    import os
 
     import onnxruntime_genai as og
 
-    target = scratch / f"genai-{folder.name}-t{threads}"
+    target = scratch / f"genai-{folder.parent.name}-{folder.name}-t{threads}"
     target.mkdir(parents=True, exist_ok=True)
     for item in folder.iterdir():
         link = target / item.name
         if item.name != "genai_config.json" and not link.exists():
-            link.symlink_to(item.resolve())
+            os.link(item, link)
     config = json.loads((folder / "genai_config.json").read_text())
     options = config["model"]["decoder"]["session_options"]
     options.update({"intra_op_num_threads": threads, "inter_op_num_threads": 1})

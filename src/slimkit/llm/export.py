@@ -33,6 +33,7 @@ from typing import Any
 
 from slimkit._deps import require
 from slimkit.errors import ExportError, InputError, OutputPathError
+from slimkit.llm.graph import add_logits_to_keep
 from slimkit.llm.load import GENAI_CONFIG, hf_module, load_generation_folder, save_hf_folder
 from slimkit.llm.verify import VerifyConfig, verify_generation
 from slimkit.model import Model
@@ -53,10 +54,13 @@ class GenerationExportConfig:
     """How to build and how strictly to verify the generation folder.
 
     ``builder_options`` are passed to the builder as its ``--extra_options KEY=VALUE`` (e.g.
-    ``{"shared_embeddings": "false"}``).
+    ``{"shared_embeddings": "false"}``). ``last_token_head`` adds slimkit's ``logits_to_keep``
+    input (:mod:`slimkit.llm.graph`): prefill computes the LM head for the last position only
+    unless told otherwise; False keeps the builder's graph as it is.
     """
 
     precision: str = "fp32"
+    last_token_head: bool = True
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     builder_options: tuple[tuple[str, str], ...] = ()
 
@@ -98,6 +102,8 @@ def export_for_generation(model: Model, folder: str | Path,
         built = Path(tmp) / "out"
         _build(model, Path(tmp), built, config)
         check_genai_layout(built)
+        if config.last_token_head:
+            add_logits_to_keep(built / "model.onnx")
         exported = load_generation_folder(built, name=f"{model.name}-onnx")
         verification = verify_generation(model, exported, config.verify)
         report = _report(model, architecture, built, verification, config, start)
@@ -184,6 +190,7 @@ def _report(model: Model, architecture: str, built: Path, verification: dict[str
     from importlib.metadata import version
 
     return {"source": model.source, "architecture": architecture, "precision": config.precision,
+            "last_token_head": config.last_token_head,
             "builder": f"onnxruntime-genai {version('onnxruntime-genai')}",
             "op_types": op_counts(built), "verification": verification,
             "seconds": round(time.perf_counter() - start, 2)}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from slimkit.errors import InputError, RuntimeUnavailableError
+from slimkit.llm.graph import LOGITS_TO_KEEP
 from slimkit.model import Model, Task
 from slimkit.registry import Registry
 
@@ -169,15 +170,20 @@ class OrtCausalLM:
         self.names = _io_names(decoder, self.layers)
         self.session = ort.InferenceSession(str(model.onnx_path), ort_options(threads),
                                             providers=["CPUExecutionProvider"])
+        inputs = {i.name for i in [*self.session.get_inputs(),
+                                   *self.session.get_overridable_initializers()]}
+        self.keep_input = LOGITS_TO_KEEP if LOGITS_TO_KEEP in inputs else None
         self.kv_dtype = np.float16 if "float16" in self.session.get_inputs()[2].type \
             else np.float32
         self.name = "onnxruntime"
         self.context_length = int(model.meta.get("context_length", 2048))
         self.vocab_size = int(self.session.get_outputs()[0].shape[-1])
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray,
-             past: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _run(self, ids: np.ndarray, mask: np.ndarray, past: Sequence[np.ndarray],
+             all_logits: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {self.names["input_ids"]: ids, self.names["attention_mask"]: mask}
+        if all_logits and self.keep_input:
+            feeds[self.keep_input] = np.array([ids.shape[1]], np.int64)
         feeds.update(zip(self.names["past"], past, strict=True))
         out = self.session.run([self.names["logits"], *self.names["present"]], feeds)
         return out[0], out[1:]
@@ -188,7 +194,7 @@ class OrtCausalLM:
 
     def forward(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(input_ids, np.int64)
-        logits, _ = self._run(ids, np.ones_like(ids), self._empty(len(ids)))
+        logits, _ = self._run(ids, np.ones_like(ids), self._empty(len(ids)), all_logits=True)
         return logits.astype(np.float32, copy=False)
 
     def prefill(self, token_ids: Sequence[int]) -> tuple[np.ndarray, OrtCache]:
