@@ -101,17 +101,19 @@ class Engine:
                sampling: SamplingConfig | None = None) -> Iterator[int]:
         """The new tokens of one generation as they come (a final stop token is not yielded)."""
         state = self.start(prompt, max_new_tokens, sampling)
-        yield from self._drain(state)
+        yield from self.drain(state)
 
     def run(self, prompt: Sequence[int], max_new_tokens: int = 128,
             sampling: SamplingConfig | None = None) -> SequenceState:
         """One generation to the end; the finished state (tokens and timings)."""
         state = self.start(prompt, max_new_tokens, sampling)
-        for _ in self._drain(state):
+        for _ in self.drain(state):
             pass
         return state
 
-    def _drain(self, state: SequenceState) -> Iterator[int]:
+    def drain(self, state: SequenceState) -> Iterator[int]:
+        """Step ``state`` alone to its end, yielding its new tokens as they come (those it
+        already has first)."""
         sent = 0
         while True:
             tokens = state.new_tokens

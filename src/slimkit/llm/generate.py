@@ -75,7 +75,7 @@ def generate(model: Model, prompt: str, config: GenerationConfig | None = None, 
     engine = Engine(rt, stop_token_ids(model))
     state = engine.start(ids, config.max_new_tokens, config.sampling)
     streamer = TextStreamer(tokenizer)
-    for token in engine._drain(state):
+    for token in engine.drain(state):
         piece = streamer.push(token)
         if piece and on_text is not None:
             on_text(piece)

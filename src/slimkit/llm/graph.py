@@ -15,6 +15,7 @@ differs from the declared one).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from slimkit._deps import require
 from slimkit.errors import ExportError
@@ -57,8 +58,8 @@ def add_logits_to_keep(path: Path, logits: str = "logits") -> None:
     onnx.save(model, str(path))
 
 
-def _head_matmul(graph: object, logits: str) -> object:
-    producers = {out: node for node in graph.node for out in node.output}  # type: ignore[attr-defined]
+def _head_matmul(graph: Any, logits: str) -> Any:
+    producers = {out: node for node in graph.node for out in node.output}
     node = producers.get(logits)
     for _ in range(4):  # the head's MatMul, possibly behind a Cast or a bias Add
         if node is None or node.op_type in ("MatMul", "MatMulNBits", "Gemm"):

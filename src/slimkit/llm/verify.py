@@ -79,7 +79,6 @@ def _paired_steps(ref: Any, cand: Any, prompt: list[int], steps: int) -> Any:
         token = int(a.argmax())
         (a,), (cache_a,) = ref.decode([token], [cache_a])
         (b,), (cache_b,) = cand.decode([token], [cache_b])
-        a, b = a, b
         yield a, b
 
 

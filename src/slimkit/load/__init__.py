@@ -98,9 +98,8 @@ def _load(spec: str, weights: str | None, input_shape: str | tuple[int, ...] | N
 
 
 def _is_generation_folder(path: Path) -> bool:
-    from slimkit.llm.load import is_generation_folder
-
-    return is_generation_folder(path)
+    """A causal LM exported for generation (checked here without importing slimkit.llm)."""
+    return path.is_dir() and (path / "genai_config.json").is_file()
 
 
 def _is_factory(spec: str) -> bool:
