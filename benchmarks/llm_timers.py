@@ -98,15 +98,21 @@ def time_llama_cpp(llm: Any, prompt: list[int], new: int) -> tuple[float, list[f
     llm.reset()
     begin = time.perf_counter()
     llm.eval(prompt)
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    token = int(np.argmax(_last_logits(llm)))
     ttft = time.perf_counter() - begin
     steps = []
     for _ in range(new - 1):
         t = time.perf_counter()
         llm.eval([token])
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = int(np.argmax(_last_logits(llm)))
         steps.append(time.perf_counter() - t)
     return ttft, steps
+
+
+def _last_logits(llm: Any) -> np.ndarray:
+    """The last evaluated position's logits (without logits_all, llama-cpp-python 0.3.x no
+    longer copies them into ``scores``)."""
+    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
 
 
 def llama_cpp_perplexity(llm: Any, ids: np.ndarray, window: int) -> float:
