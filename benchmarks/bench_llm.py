@@ -120,11 +120,9 @@ def perplexities(model: Any, folders: dict[str, Path], gguf: str | None,
 
     config = PerplexityConfig(window=512, stride=512, max_tokens=max_tokens)
     result: dict[str, Any] = {"torch": perplexity(model, config, threads=2)}
-    for name, folder in folders.items():
-        if name == BUILDER:
-            continue
-        result[name] = compare(load_generation_folder(folder), model, config, threads=2)
-    result[GENAI_ROW] = "same weights and nodes as slimkit onnxruntime, full LM head"
+    for name, folder in folders.items():  # the builder's own graph scored through slimkit's
+        key = GENAI_ROW if name == BUILDER else name  # ORT session: GenAI gives no all-logits
+        result[key] = compare(load_generation_folder(folder), model, config, threads=2)
     if gguf:
         ids = token_ids(model.tokenizer, python_reference("evaluation").text, max_tokens)
         llm = timers.llama_cpp_model(gguf, 2, 512, logits_all=True)
@@ -156,6 +154,24 @@ def llama_cpp_gguf(model: Any) -> tuple[str | None, str | None]:
     except ImportError:
         return None, "llama-cpp-python is not installed (it compiles llama.cpp from source)"
     return model.meta.get("gguf_file"), None
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """One table: a row per runtime, TTFT and decode p50 per thread count and prompt, ppl."""
+    timing, ppl = payload["timing"], payload["perplexity"]
+    columns = [(t, p) for t in timing for p in next(iter(timing[t].values()))]
+    head = " | ".join(f"{t.split('_')[1]}t {p.split('_')[1]}: TTFT ms / tok/s"
+                      for t, p in columns)
+    lines = [f"| runtime | {head} | perplexity |", "|---" * (len(columns) + 2) + "|"]
+    for name in next(iter(timing.values())):
+        cells = [f"{timing[t][name][p]['ttft_ms']:.0f} / {timing[t][name][p]['decode_tok_s_p50']}"
+                 for t, p in columns]
+        key = {"torch (HF generate)": "torch", "slimkit export (GenAI runtime)":
+               "slimkit onnxruntime"}.get(name, name.replace(" (slimkit engine)", ""))
+        value = ppl.get(key)
+        shown = f"{value['perplexity']:.3f}" if isinstance(value, dict) else "= slimkit graph"
+        lines.append(f"| {name} | {' | '.join(cells)} | {shown} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     write_json(output, payload)
+    print(markdown(payload))
     print(f"wrote {output} in {payload['total_seconds']} s", file=sys.stderr)
     return 0
 

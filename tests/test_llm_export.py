@@ -40,6 +40,18 @@ def test_genai_folder_layout(exported):
         assert (result.folder / name).is_file(), name
     ops = result.report["op_types"]
     assert ops["GroupQueryAttention"] == 2 and ops["SkipSimplifiedLayerNormalization"] >= 2
+    assert result.report["last_token_head"] and ops["Slice"] == 1  # slimkit's last-token head
+
+
+def test_prefill_computes_the_lm_head_for_the_last_position_only(exported):
+    model, result = exported
+    runtime = open_runtime(result.model)
+    ids = np.array([[3, 17, 99, 250, 4]])
+    logits, present = runtime._run(ids, np.ones_like(ids), runtime._empty(1))
+    assert logits.shape == (1, 1, 320) and present[0].shape[2] == 5
+    full = runtime.forward(ids)
+    assert full.shape == (1, 5, 320)
+    np.testing.assert_allclose(full[:, -1:], logits, atol=1e-5, rtol=1e-5)
 
 
 def test_export_is_verified_on_prefill_and_decode(exported):
