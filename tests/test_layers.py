@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("graph", ("graph",)),
     ("train", ("train",)),
     ("zoo", ("zoo",)),
-    ("techniques", ("prune", "quantize", "distill", "cluster", "lowrank", "compact")),
+    ("techniques", ("prune", "quantize", "distill", "cluster", "lowrank", "compact", "llm")),
     ("workflows", ("recipe", "search", "advise", "serve")),
     ("report", ("report",)),
     ("apps", ("demo", "cli", "testing", "__init__", "__main__")),

@@ -52,8 +52,32 @@ def test_remote_code_and_bad_files_are_refused(folder, tmp_path):
         load_causal_lm(str(fake))
     truncated = tmp_path / "short.gguf"
     truncated.write_bytes(b"GGUF\x03\x00\x00\x00")
-    with pytest.raises(ModelLoadError, match="cannot load the GGUF file"):
+    with pytest.raises(ModelLoadError, match="truncated or damaged"):
         load_causal_lm(str(truncated))
+
+
+def test_an_exported_generation_folder_is_served_from_onnx_runtime(tmp_path, one_torch_thread):
+    # the OpenAI API over continuous batching on slimkit.llm's ONNX Runtime engine: the same
+    # greedy text as the PyTorch model it was exported from
+    openai = pytest.importorskip("openai")
+    from slimkit.llm.export import export_for_generation
+    from slimkit.llm.load import load_causal_lm as load_lm
+    from slimkit.testing.llm import tiny_llama_folder
+
+    folder = tiny_llama_folder(tmp_path)
+    export_for_generation(load_lm(folder), tmp_path / "gen")
+    texts = {}
+    for spec in (str(folder), str(tmp_path / "gen")):
+        lm = load_causal_lm(spec)
+        with LLMServer.for_lm(lm, LLMServeConfig(port=0, max_batch=4)) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0,
+                                   timeout=60)
+            replies = [client.completions.create(model=lm.name, prompt=prompt, max_tokens=8,
+                                                 temperature=0)
+                       for prompt in ("The language reference", "A function definition")]
+        texts[spec] = [r.choices[0].text for r in replies]
+        assert (lm.module is None) == spec.endswith("gen")
+    assert texts[str(folder)] == texts[str(tmp_path / "gen")]
 
 
 @pytest.mark.slow

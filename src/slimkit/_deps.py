@@ -21,6 +21,8 @@ _EXTRAS = {
     "optuna": "core (pip install optuna)",
     "openvino": "openvino",
     "nncf": "openvino",
+    "gguf": "llm",
+    "onnxruntime_genai": "llm",
     "onnxruntime": "core (pip install onnxruntime)",
     "onnx": "core (pip install onnx)",
 }

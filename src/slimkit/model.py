@@ -25,6 +25,7 @@ class Task(str, enum.Enum):
 
     CLASSIFICATION = "classification"  # logits (batch, classes)
     EMBEDDING = "embedding"  # one vector per example (batch, dim)
+    CAUSAL_LM = "causal-lm"  # next-token logits (batch, sequence, vocab); see slimkit.llm
     OTHER = "other"
 
 

@@ -15,7 +15,8 @@ from slimkit.cli.common import EPILOG
 from slimkit.errors import SlimkitError
 
 COMMANDS = ("demo", "export", "bench", "analyze", "quantize", "prune", "distill", "lowrank",
-            "compress", "compact", "evaluate", "diff", "report", "serve", "tune", "zoo")
+            "compress", "compact", "evaluate", "perplexity", "generate", "diff", "report",
+            "serve", "tune", "zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,8 @@ C = TypeVar("C")
 
 EPILOG = """models: an .onnx file, a Hugging Face folder (config.json + safetensors),
 package.module:factory or file.py:factory (with --weights), or builtin:NAME
-(digits-mlp, digits-cnn, resnet18, resnet18-cifar, mobilenetv2, minilm).
+(digits-mlp, digits-cnn, resnet18, resnet18-cifar, mobilenetv2, minilm, smollm2);
+causal LMs also as a .gguf file or an exported generation folder.
 data: builtin:digits[:train|val|test], a .npz file, a .txt file (one sentence a line),
 synthetic[:N]."""
 

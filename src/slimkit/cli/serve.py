@@ -92,7 +92,7 @@ def run_llm(args: argparse.Namespace) -> None:
                             max_body_bytes=int(args.max_body_mb * 2**20),
                             request_timeout_s=_or(args.request_timeout, 60.0),
                             threads=args.threads, model_name=args.model_name)
-    server = LLMServer.for_torch(load_causal_lm(args.model), config)
+    server = LLMServer.for_lm(load_causal_lm(args.model), config)
     print(f"serving {server.name} on {server.url} (OpenAI API at {server.url}/v1, torch, "
           f"{config.threads} thread(s), up to {config.max_batch} sequences batched); Ctrl-C or "
           "SIGTERM stops", flush=True)

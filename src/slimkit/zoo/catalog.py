@@ -43,7 +43,7 @@ ZOO.register("mobilenetv2")(ZooEntry(arch.MobileNetV2, (3, 224, 224),
 
 
 def zoo_names() -> list[str]:
-    return [*ZOO.names(), "minilm"]
+    return [*ZOO.names(), "minilm", "smollm2"]
 
 
 def load_builtin(name: str, seed: int = 0) -> Model:

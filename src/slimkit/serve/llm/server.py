@@ -101,6 +101,22 @@ class LLMServer:
         return cls(TorchDecodeEngine(lm.module, c.threads, pad), lm.tokenizer, c, lm.name,
                    lm.eos_token_ids)
 
+    @classmethod
+    def for_lm(cls, lm: CausalLM, config: LLMServeConfig | None = None) -> LLMServer:
+        """A server of ``lm``: the PyTorch engine for a torch model (decode steps batched with
+        padding), ``slimkit.llm``'s ONNX Runtime for an exported generation folder."""
+        if lm.module is not None:
+            return cls.for_torch(lm, config)
+        from slimkit.errors import InputError
+        from slimkit.llm.runtime import open_runtime
+        from slimkit.serve.llm.runtime_engine import RuntimeDecodeEngine
+
+        if lm.model is None:
+            raise InputError(f"'{lm.name}' has neither a PyTorch module nor an exported model")
+        c = config or LLMServeConfig()
+        engine = RuntimeDecodeEngine(open_runtime(lm.model, "onnxruntime", c.threads))
+        return cls(engine, lm.tokenizer, c, lm.name, lm.eos_token_ids)
+
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])

@@ -1,0 +1,25 @@
+"""Causal language models on CPU: load (HF folders, GGUF, ``builtin:smollm2``), evaluate
+(perplexity, KL and top-1 agreement against a reference), export for generation (ONNX with a
+KV cache in ONNX Runtime GenAI's layout, verified against torch), and generate (a reusable
+engine with batched decode steps, torch or ONNX Runtime).
+
+Names load lazily: ``import slimkit.llm`` imports neither transformers nor onnxruntime.
+"""
+
+from slimkit._lazy import lazy_exports
+
+_API = {
+    "load_causal_lm": "slimkit.llm.load",
+    "perplexity": "slimkit.llm.evaluate", "compare": "slimkit.llm.evaluate",
+    "PerplexityConfig": "slimkit.llm.evaluate",
+    "export_for_generation": "slimkit.llm.export",
+    "GenerationExportConfig": "slimkit.llm.export",
+    "verify_generation": "slimkit.llm.verify", "VerifyConfig": "slimkit.llm.verify",
+    "generate": "slimkit.llm.generate", "GenerationConfig": "slimkit.llm.generate",
+    "SamplingConfig": "slimkit.llm.sampling",
+    "Engine": "slimkit.llm.engine", "SequenceState": "slimkit.llm.engine",
+    "CausalLMRuntime": "slimkit.llm.runtime", "open_runtime": "slimkit.llm.runtime",
+    "load_text": "slimkit.llm.text",
+}
+__all__ = sorted(_API)
+__getattr__, __dir__ = lazy_exports("slimkit.llm", _API, globals())
