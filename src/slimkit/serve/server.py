@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -34,6 +31,7 @@ from slimkit.serve import oip
 from slimkit.serve.batcher import Batcher, QueueFull, Stopping
 from slimkit.serve.codec import BadRequest, decode, encode, response_type
 from slimkit.serve.config import ServeConfig
+from slimkit.serve.lifecycle import ServerLifecycle
 from slimkit.serve.metrics import Metrics
 from slimkit.serve.padding import plan_padding
 
@@ -41,7 +39,7 @@ logger = logging.getLogger(__name__)
 DRAIN_CAP = 8 * 2**20  # after a 413, read (and drop) this much so the client sees the answer
 
 
-class InferenceServer:
+class InferenceServer(ServerLifecycle):
     """Serve ``model`` over HTTP with dynamic batching; ``start()``/``stop()`` or ``with``.
 
     Example:
@@ -65,85 +63,18 @@ class InferenceServer:
                                c.max_wait_ms if c.batching else 0.0, c.max_queue, self.metrics,
                                self.padding)
         try:
-            self._httpd = _HTTPServer((c.host, c.port), _Handler)
-        except OSError as exc:
+            self.listen(_HTTPServer, _Handler, "slimkit-serve-http")
+        except DataError:
             self.session.close()
-            raise DataError(f"cannot listen on {c.host}:{c.port}: {exc.strerror or exc}; "
-                            "choose another --port") from None
-        self._httpd.app = self
-        self._thread: threading.Thread | None = None
-        self._in_flight = 0
-        self._idle = threading.Condition()
-        self.stopping = threading.Event()
-        self._stopped = False
+            raise
 
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
-
-    def __enter__(self) -> InferenceServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> InferenceServer:
-        """Start the batcher and the listener in background threads."""
+    def _start_work(self) -> None:
         self.batcher.start()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        name="slimkit-serve-http", daemon=True)
-        self._thread.start()
-        logger.info("serving %s on %s (%s)", self.model.name, self.url, self.config.runtime)
-        return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Graceful: stop accepting, finish the requests in flight, then close everything."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()  # no new connections; returns once the accept loop ended
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._in_flight and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
+    def _stop_work(self, deadline: float) -> None:
+        self.wait_idle(deadline)
         self.batcher.stop(max(deadline - time.monotonic(), 0.1))
-        self._httpd.server_close()
         self.session.close()
-
-    def serve_until_signal(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully (main thread only)."""
-        got = threading.Event()
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            logger.info("signal %s: finishing requests in flight", signal.Signals(signum).name)
-            got.set()
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            self.start()
-            while not got.wait(0.2):
-                pass
-        finally:
-            self.stop()
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    # called by the handler threads ----------------------------------------------------------
-
-    def enter(self) -> None:
-        with self._idle:
-            self._in_flight += 1
-
-    def leave(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
 
     def predict(self, body: bytes, content_type: str,
                 accept: str = "") -> tuple[int, dict[str, Any] | bytes]:

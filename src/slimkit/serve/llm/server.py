@@ -11,14 +11,11 @@ ids it gets back into text (streamed as server-sent events, or one JSON reply); 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
-from slimkit.errors import DataError
+from slimkit.serve.lifecycle import ServerLifecycle
 from slimkit.serve.llm.config import LLMServeConfig
 from slimkit.serve.llm.continuous import ContinuousBatcher
 from slimkit.serve.llm.engine import DecodeEngine
@@ -48,7 +45,7 @@ class Job:
     include_usage: bool
 
 
-class LLMServer:
+class LLMServer(ServerLifecycle):
     """Serve a causal LM with OpenAI's API; ``start()``/``stop()`` or ``with``.
 
     Args:
@@ -78,18 +75,7 @@ class LLMServer:
         self.created = int(time.time())
         self.metrics = Metrics()
         self.batcher = ContinuousBatcher(engine, self.config.policy, self.metrics)
-        c = self.config
-        try:
-            self._httpd = LLMHTTPServer((c.host, c.port), LLMHandler)
-        except OSError as exc:
-            raise DataError(f"cannot listen on {c.host}:{c.port}: {exc.strerror or exc}; "
-                            "choose another --port") from None
-        self._httpd.app = self
-        self._thread: threading.Thread | None = None
-        self._in_flight = 0
-        self._idle = threading.Condition()
-        self.stopping = threading.Event()
-        self._stopped = False
+        self.listen(LLMHTTPServer, LLMHandler, "slimkit-serve-llm-http")
 
     @classmethod
     def for_torch(cls, lm: CausalLM, config: LLMServeConfig | None = None) -> LLMServer:
@@ -117,76 +103,12 @@ class LLMServer:
         engine = RuntimeDecodeEngine(open_runtime(lm.model, "onnxruntime", c.threads))
         return cls(engine, lm.tokenizer, c, lm.name, lm.eos_token_ids)
 
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
-
-    def __enter__(self) -> LLMServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> LLMServer:
-        """Start the scheduler and the listener in background threads."""
+    def _start_work(self) -> None:
         self.batcher.start()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        name="slimkit-serve-llm-http", daemon=True)
-        self._thread.start()
-        logger.info("serving %s on %s", self.name, self.url)
-        return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Graceful: stop accepting, finish the generations in flight, close everything."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-        self.batcher.stop(timeout)
-        deadline = time.monotonic() + 10
-        with self._idle:
-            while self._in_flight and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
-        self._httpd.server_close()
-
-    def serve_until_signal(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully (main thread only)."""
-        got = threading.Event()
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            logger.info("signal %s: finishing generations in flight", signal.Signals(signum).name)
-            got.set()
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            self.start()
-            while not got.wait(0.2):
-                pass
-        finally:
-            self.stop()
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    # called by the handler threads ----------------------------------------------------------
-
-    def enter(self) -> None:
-        with self._idle:
-            self._in_flight += 1
-
-    def leave(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+    def _stop_work(self, deadline: float) -> None:
+        self.batcher.stop(max(deadline - time.monotonic(), 0.1))
+        self.wait_idle(time.monotonic() + 10)
 
     def prepare(self, request: CompletionRequest) -> Job:
         """The job for a checked request; OpenAIError where the model cannot serve it."""
