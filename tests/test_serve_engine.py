@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from slimkit.errors import InputError
+from slimkit.llm.sampling import nucleus
 from slimkit.serve.llm.continuous import BatchPolicy, ContinuousBatcher, Finish
 from slimkit.serve.llm.detokenize import TextStream
 from slimkit.serve.llm.engine import DecodeEngine
-from slimkit.serve.llm.sampling import SamplingParams, nucleus, sample
+from slimkit.serve.llm.sampling import SamplingParams, sample
 from slimkit.serve.llm.torch_engine import TorchDecodeEngine
 from slimkit.testing.tiny_lm import tiny_causal_lm
 

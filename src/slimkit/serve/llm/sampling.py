@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimkit.errors import InputError
+from slimkit.llm.sampling import SamplingConfig, next_token
 
 GREEDY_BELOW = 1e-5  # temperatures under this pick the most likely token
-NUCLEUS_CANDIDATES = 256  # top-p first looks among this many most likely tokens
 
 
 @dataclass(frozen=True)
@@ -65,41 +65,6 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     """
     if params.greedy:
         return int(np.argmax(logits))
-    probs = softmax(logits.astype(np.float64) / params.temperature)
-    if params.top_p < 1:
-        tokens, kept = nucleus(probs, params.top_p)
-        return int(tokens[_draw(kept, rng)])
-    return _draw(probs, rng)
+    return next_token(logits, SamplingConfig(params.temperature, params.top_p), rng)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
-def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids, their probabilities) of the smallest most-likely set holding ``top_p``.
-
-    Looks among the ``NUCLEUS_CANDIDATES`` most likely tokens first (a partial sort, linear
-    time) and sorts the whole vocabulary only when they hold less than ``top_p``.
-
-    Example:
-        >>> nucleus(np.array([0.1, 0.6, 0.3]), 0.8)[0].tolist()
-        [1, 2]
-    """
-    k = min(NUCLEUS_CANDIDATES, probs.size)
-    top = np.argpartition(probs, probs.size - k)[probs.size - k:] if k < probs.size \
-        else np.arange(probs.size)
-    top = top[np.argsort(-probs[top], kind="stable")]
-    if probs[top].sum() < top_p and k < probs.size:
-        top = np.argsort(-probs, kind="stable")
-    cumulative = np.cumsum(probs[top])
-    n = min(int(np.searchsorted(cumulative, top_p)) + 1, top.size)  # the token crossing top_p
-    return top[:n], probs[top[:n]]
-
-
-def _draw(probs: np.ndarray, rng: np.random.Generator) -> int:
-    """An index drawn with (unnormalised) weights ``probs``: inverse CDF, linear time."""
-    cumulative = np.cumsum(probs)
-    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"),
-                   probs.size - 1))
