@@ -65,10 +65,14 @@ def test_config_is_validated():
 
 def test_advise_measures_and_ranks(one_torch_thread, cpu_class):
     advice = advise(tiny_model("mlp"))
-    recs = {r.technique: r for r in advice.recommendations}
+    recs = {r.technique.split(":")[0]: r for r in advice.recommendations}
     assert set(recs) == {"int8 dynamic", "int8 static", "structured pruning 50%",
-                         "unstructured pruning 50%"}
-    predicted = [r.predicted_speedup for r in advice.recommendations]
+                         "unstructured pruning 50%", "runtime choice"}
+    runtime = recs["runtime choice"]  # measured, or "only onnxruntime can run here"
+    assert runtime.predicted_speedup is None or runtime.measured_speedup == \
+        runtime.predicted_speedup >= 1.0
+    predicted = [r.predicted_speedup for r in advice.recommendations
+                 if r.predicted_speedup is not None]
     assert predicted == sorted(predicted, reverse=True)  # best predicted first
     m = advice.measurements
     assert (m.gemm_ratio_u8s8, m.int8_dot_product) == (cpu_class.gemm_u8s8,

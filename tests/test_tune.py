@@ -90,3 +90,14 @@ def test_cli_tune_then_bench_with_config(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert main(["bench", "slimkit.testing:tiny_mlp", "--config", str(bad)]) == 2
+
+
+def test_auto_runtime_is_picked_by_measurement_then_tuned():
+    from slimkit.bench.tune import AUTO_RUNTIMES
+
+    result = tune(tiny_model(), TuneConfig(runtime="auto", threads=(1,), batches=(1,),
+                                           rounds=4, round_seconds=0.01))
+    first = result.steps[0]
+    assert first["step"] == "runtime" and first["runtime"] == result.config.runtime
+    measured = set(first["p50_ms"]) | {s["runtime"] for s in first["skipped"]}
+    assert measured == set(AUTO_RUNTIMES)  # OpenVINO measured, or listed with its install line

@@ -176,6 +176,37 @@ class UnstructuredPruning:
                      "size ratio of the zlib-compressed weights")
 
 
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The same float model on another runtime (OpenVINO beside ONNX Runtime), measured side by
+    side: nothing to predict, the measurement is the advice."""
+
+    runtimes: tuple[str, ...] = ("onnxruntime", "openvino")
+
+    def predict(self, model: Model, m: Measurements, trial: Trial) -> Recommendation:
+        from slimkit.bench.runtime_pick import pick_runtime
+
+        name = "runtime choice"
+        cfg = trial.config
+        pick = pick_runtime(model, self.runtimes, threads=cfg.threads, batch=cfg.batch)
+        if len(pick.p50_ms) < 2:
+            missing = "; ".join(f"{s['runtime']}: {s['why']}" for s in pick.skipped)
+            return Recommendation(name, None, f"only {pick.runtime} can run here ({missing})",
+                                  trial="not applicable")
+        base = pick.p50_ms[self.runtimes[0]]
+        times = ", ".join(f"{r} {ms:.3g} ms" for r, ms in pick.p50_ms.items())
+        gain = round(base / pick.p50_ms[pick.runtime], 3)
+        rec = Recommendation(f"{name}: {pick.runtime}", gain,
+                             f"float model on each runtime, measured side by side ({times}, "
+                             f"batch {cfg.batch}, {cfg.threads} thread(s)); combine with int8 "
+                             "on the runtime it names", measured_speedup=gain,
+                             trial="slimkit.bench.runtime_pick, side by side")
+        return _finish(rec)
+
+    def verify(self, rec: Recommendation, trial: Trial) -> None:
+        pass  # measured in predict
+
+
 def _fidelity(trial: Trial, candidate: Model) -> str:
     from slimkit.evaluate.metrics import output_fidelity, predict
 
@@ -190,3 +221,4 @@ TECHNIQUES.register("int8 dynamic")(Int8("dynamic"))
 TECHNIQUES.register("int8 static")(Int8("static"))
 TECHNIQUES.register("structured pruning")(StructuredPruning())
 TECHNIQUES.register("unstructured pruning")(UnstructuredPruning())
+TECHNIQUES.register("runtime choice")(RuntimeChoice())

@@ -42,9 +42,15 @@ class Objective(str, enum.Enum):
     THROUGHPUT = "throughput"
 
 
+AUTO = "auto"
+AUTO_RUNTIMES = ("onnxruntime", "openvino")  # what runtime "auto" picks from, when installed
+
+
 @dataclass(frozen=True)
 class TuneConfig:
-    """What to tune and how long to measure. ``threads`` None: 1 .. the cores available."""
+    """What to tune and how long to measure. ``threads`` None: 1 .. the cores available.
+    ``runtime`` ``auto``: the fastest of ONNX Runtime and OpenVINO (when installed), measured
+    side by side first (``slimkit.bench.runtime_pick``), then tuned."""
 
     runtime: str = "onnxruntime"
     objective: Objective = Objective.LATENCY
@@ -117,6 +123,12 @@ def tune(model: Model, config: TuneConfig | None = None) -> TuneResult:
 
     default = Candidate(RuntimeOptions())
     best, steps = default, []
+    if config.runtime == AUTO:
+        from slimkit.bench.runtime_pick import pick_runtime
+
+        pick = pick_runtime(model, AUTO_RUNTIMES, rounds=config.rounds)
+        steps.append({"step": "runtime", **pick.to_dict()})
+        config = replace(config, runtime=pick.runtime)
     with tempfile.TemporaryDirectory(prefix="slimkit-tune-") as tmp:
         target = _target(model, config.runtime, Path(tmp))
         for name, make in _steps(config, available_cores()):

@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="JSON runtime config to write (load with `slimkit bench --config`)")
     p.add_argument("--runtime", default="onnxruntime",
-                   help="runtime to tune (onnxruntime, torch, torch-compile)")
+                   help="runtime to tune (onnxruntime, openvino, torch, torch-compile), or "
+                        "auto: the fastest of onnxruntime and openvino here, measured first")
     p.add_argument("--objective", default="latency", choices=["latency", "throughput"],
                    help="latency at batch 1, or throughput within --latency-bound-ms")
     p.add_argument("--latency-bound-ms", type=float,
