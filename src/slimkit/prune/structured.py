@@ -50,9 +50,18 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         raise InputError("plan_pruning plans structured pruning; for unstructured masks call "
                          "prune() with mode 'unstructured'")
     module = model.require_module("structured pruning")
-    if has_transformer_blocks(module):  # heads and FFN neurons, recognised by structure
-        return plan_transformer(model, config, data)
-    graph = build_graph(model, config.exclude)
+    from slimkit.prune.anygraph import plan_any, plan_failure
+
+    if has_transformer_blocks(module) and not config.hidden_ratio:  # heads and FFN neurons
+        plan = plan_transformer(model, config, data)
+        why = plan_failure(model, plan)
+        if why is None:
+            return plan
+        log.info("transformer blocks of '%s' recognised, but %s: tracing its graph instead",
+                 model.name, why)
+    graph = _channel_graph(model, config)
+    if graph is None:  # any other graph: traced with torch.export (anygraph.py)
+        return plan_any(model, config, data)
     groups = graph.groups()
     prunable = [g for g in groups if g.prunable]
     context = ImportanceContext(model, scored_parameters(graph, module), data, config.seed,
@@ -73,6 +82,16 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         skipped=tuple(graph.skipped),
         extra={"importance_loss": _loss_note(config, model, data)},
     )
+
+
+def _channel_graph(model: Model, config: PruneConfig) -> ChannelGraph | None:
+    """The torch.fx channel graph when fx traces the model and understands every op; None
+    sends the model to the planner of any graph."""
+    try:
+        graph = build_graph(model, config.exclude)
+    except InputError:
+        return None
+    return None if graph.skipped or config.hidden_ratio is not None else graph
 
 
 def _decide(graph: ChannelGraph, groups: list[ChannelGroup], scores: dict[int, float],
