@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> None:
     check_output_path(args.output)  # fail before loading a large model
     config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol)
     model = load(args, args.model)
-    sample = load_data(args.data, model) if args.data else None
+    verify_on = args.data or args.sample_inputs
+    sample = load_data(verify_on, model) if verify_on else None
     result = export_onnx(model, args.output, config, sample)
     console.print(f"wrote {result.path} (opset {result.opset}); verified in ONNX Runtime on "
                   f"{result.verified_shapes}: max abs diff {result.max_abs_diff:.3g} "

@@ -12,7 +12,7 @@ import io
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,9 +37,11 @@ def dynamo_export(model: Model, module: torch.nn.Module, target: Path,
     from slimkit.export.surroundings import export_surroundings, quiet_stderr
 
     args = model.torch_args(synthetic(model.inputs, 2, seed=0, dynamic=16).first_batch(2))
-    axes = {spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
-            for spec in model.inputs}
-    axes.update({name: {0: "batch"} for name in model.output_names})
+    auto = torch.export.Dim.AUTO  # dynamic where the model allows it, found by tracing
+    per_input = tuple({i: auto for i, d in enumerate(spec.shape) if isinstance(d, str)}
+                      for spec in model.inputs)
+    # forward(*args): one entry, for the tuple of all inputs
+    shapes: tuple[Any, ...] = (per_input,) if _takes_varargs(module) else per_input
     was_training = module.training
     module.eval()
     try:
@@ -49,10 +51,20 @@ def dynamo_export(model: Model, module: torch.nn.Module, target: Path,
             torch.onnx.export(module, args, str(target), dynamo=True,
                               opset_version=max(config.opset, MIN_OPSET),
                               input_names=list(model.input_names),
-                              output_names=list(model.output_names), dynamic_axes=axes,
-                              verbose=False)
+                              output_names=list(model.output_names),
+                              dynamic_shapes=shapes, verbose=False)
     except Exception as exc:  # the exporter raises many types; one line for the user
         raise ExportError(f"exporting '{model.name}' to ONNX failed with both of torch's "
                           f"exporters (dynamo: {type(exc).__name__})") from exc
     finally:
         module.train(was_training)
+
+
+def _takes_varargs(module: torch.nn.Module) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind == p.VAR_POSITIONAL for p in params)

@@ -66,16 +66,24 @@ def rms_norm(g: Any, x: Any, normalized_shape: Any, weight: Any, eps: Any) -> An
 
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file for the block (C++ output included)."""
+    """Send file descriptors 1 and 2 to a temporary file for the block (C++ output included:
+    torch's exporter writes its graph dump there)."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to redirect
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no console to redirect
         yield
         return
     with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)

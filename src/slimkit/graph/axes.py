@@ -104,7 +104,7 @@ class AxisGraph:
             if x is None and y is None:
                 continue
             if x is None or y is None:
-                self.pin_atom(y if x is None else x, reason)
+                self.pin_atom(y if y is not None else x, reason)  # type: ignore[arg-type]
                 continue
             rx, ry = self.find(x), self.find(y)
             if rx == ry:

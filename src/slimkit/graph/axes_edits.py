@@ -95,9 +95,9 @@ def attribute_edits(trace: AxisTrace, root: nn.Module, removed: set[int]) -> tup
                 value = module.__dict__.get(attr)
                 if isinstance(value, bool) or not isinstance(value, int):
                     continue
-                new = found[role].get(value)
-                if new is not None and len(new) == 1:
-                    edits.append(AttrEdit(module_name, attr, value, next(iter(new))))
+                targets = found[role].get(value)
+                if targets is not None and len(targets) == 1:
+                    edits.append(AttrEdit(module_name, attr, value, next(iter(targets))))
     return tuple(dict.fromkeys(edits))
 
 

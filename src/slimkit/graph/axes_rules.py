@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from slimkit.graph.axes import Axis, AxisGraph, Layout, fixed, fixed_layout
+from slimkit.graph.axes import Axis, AxisGraph, Layout, fixed_layout
 from slimkit.registry import Registry
 
 Value = Any  # a Layout, a list of Values (tuple outputs), or None (no tensor)
@@ -66,7 +66,12 @@ class OpContext:
     def tensors(self) -> list[fx.Node]:
         """Every tensor input of the node, once, in order."""
         found: list[fx.Node] = []
-        fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: found.append(n) or n)
+
+        def collect(node: fx.Node) -> fx.Node:
+            found.append(node)
+            return node
+
+        fx.node.map_arg((self.node.args, self.node.kwargs), collect)
         return [n for n in dict.fromkeys(found) if self.layout(n) is not None]
 
     def reason(self, what: str) -> str:
@@ -87,7 +92,7 @@ class OpContext:
         """Pin everything flowing in; the output is fixed."""
         op = op_name(self.node)
         reason = self.reason(f"'{op}' ({why})")
-        entry = {"layer": self.module or "(model)", "type": op, "why": why}
+        entry = {"layer": self.module or "the model's forward", "type": op, "why": why}
         inputs = self.tensors()
         if inputs and entry not in self.graph.skipped:
             self.graph.skipped.append(entry)
@@ -107,10 +112,10 @@ def _fixed_value(val: Any) -> Value:
 def op_name(node: fx.Node) -> str:
     """``linear`` for ``aten.linear.default``; in-place ops share their op's rule."""
     target = node.target
-    name = getattr(target, "_opname", None) or getattr(target, "__name__", str(target))
+    name = str(getattr(target, "_opname", None) or getattr(target, "__name__", str(target)))
     if name.endswith("_") and not name.startswith("_") and len(name) > 2:
         name = name[:-1]
-    return str(name)
+    return name
 
 
 def rule_for(node: fx.Node) -> Rule | None:
@@ -127,6 +132,3 @@ def register(*names: str) -> Callable[[Rule], Rule]:
 
     return wrap
 
-
-def fixed_axis_like(size: int) -> Axis:
-    return fixed(size)

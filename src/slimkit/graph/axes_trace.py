@@ -65,9 +65,10 @@ def _export(model: Model, module: torch.nn.Module, args: tuple[Any, ...]) -> Any
             return torch.export.export(module, args, strict=False)
     except Exception as exc:  # torch.export raises many types; the user needs one line
         raise InputError(
-            f"torch.export cannot trace '{model.name}' ({type(exc).__name__}): structured "
-            "pruning needs a forward without data-dependent control flow; make it traceable "
-            "or use unstructured pruning") from None
+            f"'{model.name}' cannot be traced with torch.fx or torch.export "
+            f"({type(exc).__name__}): structured pruning needs a forward without "
+            "data-dependent control flow; make it traceable or use unstructured pruning"
+        ) from None
 
 
 def _lifted(exported: Any) -> dict[str, tuple[str, str]]:

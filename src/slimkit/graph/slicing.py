@@ -81,14 +81,16 @@ def apply_param_edits(root: nn.Module, edits: tuple[ParamEdit, ...]) -> None:
             new = tensor.detach()
             for axis, kept in edit.keep:
                 new = new.index_select(axis, torch.as_tensor(kept, device=new.device))
-            for module, attr, is_param in owners.get(id(tensor), []):
+            replacement: torch.Tensor = nn.Parameter(new.clone(),
+                                                     requires_grad=tensor.requires_grad) \
+                if isinstance(tensor, nn.Parameter) else new.clone()
+            for module, attr, is_param in owners.get(id(tensor), []):  # tied: one new tensor
                 old_shapes = touched.setdefault(id(module), (module, {}))[1]
                 old_shapes[attr] = tuple(tensor.shape)
                 if is_param:
-                    module._parameters[attr] = nn.Parameter(
-                        new.clone(), requires_grad=tensor.requires_grad)
+                    module._parameters[attr] = replacement  # type: ignore[assignment]
                 else:
-                    module._buffers[attr] = new.clone()
+                    module._buffers[attr] = replacement
     for module, old_shapes in touched.values():
         fix_sizes(module, old_shapes)
 

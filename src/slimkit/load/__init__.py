@@ -70,10 +70,10 @@ def load_model(
         from slimkit.load.signature import fit_signature
 
         model = fit_signature(model, given, source)
-    if (given is not None or input_shape is not None) and model.module is not None:
+    if given is not None and model.module is not None:
         from slimkit.load.probe import probe
 
-        probe(model, source if given is not None else f"--input-shape {input_shape}")
+        probe(model, source)
     return model
 
 

@@ -43,9 +43,6 @@ class MeanPooledEncoder(_HFWrapper):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
-    def with_inputs(self, names: tuple[str, ...]) -> PooledEncoder:
-        return PooledEncoder(self.model, names, self.pooling, self.call_kwargs).eval()
-
 
 class LogitsOnly(_HFWrapper):
     """A sequence classifier returning only its logits tensor."""
@@ -96,6 +93,9 @@ class PooledEncoder(HFTask):
             return hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1)
         mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def with_inputs(self, names: tuple[str, ...]) -> PooledEncoder:
+        return PooledEncoder(self.model, names, self.pooling, self.call_kwargs).eval()
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -178,6 +178,25 @@ def save_hf_architecture(model: Model, folder: Path) -> bool:
                                               "inputs": list(model.input_names)}) + "\n",
                                   encoding="utf-8")
     return True
+
+
+def pooling_of(model: Model) -> str | None:
+    """The pooling of an embedding model made from a Hugging Face encoder, if any."""
+    if isinstance(model.module, MeanPooledEncoder):
+        return "mean"
+    if isinstance(model.module, PooledEncoder):
+        return model.module.pooling
+    return None
+
+
+def declare_pooling(model: Model, folder: Path) -> None:
+    """Make a folder written by ``save_pretrained`` load back as the same embedding model."""
+    from slimkit.load.hf_task import write_pooling
+
+    pooling = pooling_of(model)
+    if pooling is not None:
+        config: Any = getattr(getattr(model.module, "model", None), "config", None)
+        write_pooling(folder, pooling, getattr(config, "hidden_size", None))
 
 
 def _read_sidecar(folder: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,12 +176,8 @@ def _spectrogram(ctx: Context) -> TensorSpec:
     if isinstance(mels, int) and isinstance(positions, int):
         return TensorSpec("input_features", (DYNAMIC_BATCH, mels, 2 * positions))
     size = ctx.preprocessor.get("feature_size") or getattr(ctx.config, "input_feat_per_channel",
-                                                           80)
-    channels = getattr(ctx.config, "input_channels", 1)
+                                                           None) or 80
+    channels = getattr(ctx.config, "input_channels", None) or 1
     return TensorSpec("input_features", (DYNAMIC_BATCH, "frames", int(size) * int(channels)),
                       dynamic_range=(16, 1 << 20))
 
-
-def spec_count(specs: tuple[TensorSpec, ...]) -> int:
-    """Elements of one synthetic example (to keep discovery runs small)."""
-    return math.prod(d if isinstance(d, int) else 8 for s in specs for d in s.shape[1:])

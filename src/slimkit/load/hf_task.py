@@ -103,3 +103,20 @@ def output_names(result: Any) -> tuple[str, ...]:
 def unwrap(result: Any, names: tuple[str, ...]) -> Any:
     values = tuple(result[name] for name in names)
     return values[0] if len(values) == 1 else values
+
+
+def write_pooling(folder: Path, pooling: str, hidden: int | None) -> None:
+    """Declare ``pooling`` in ``folder`` as sentence-transformers folders do (modules.json and
+    1_Pooling/config.json), so the folder loads back as the same embedding model."""
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling"}]
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    config = {"word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
+              "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+              "pooling_mode_mean_sqrt_len_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=1) + "\n",
+                                                       encoding="utf-8")
+    (folder / "modules.json").write_text(json.dumps(modules, indent=1) + "\n",
+                                         encoding="utf-8")

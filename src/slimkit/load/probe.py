@@ -94,6 +94,6 @@ def probe(model: Model, source: str) -> None:
             module(*args)
         except Exception as exc:  # the user's model may raise anything: name where it failed
             raise DataError(
-                f"'{model.name}' does not run on the inputs {describe(model.inputs)} from "
-                f"{source}: {layer_text(tracker.innermost)} fails ({type(exc).__name__}); "
+                f"the inputs {describe(model.inputs)} from {source} do not fit model "
+                f"'{model.name}' ({type(exc).__name__} in {layer_text(tracker.innermost)}); "
                 "check the input shapes and dtypes") from None

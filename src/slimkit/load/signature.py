@@ -95,8 +95,9 @@ def read_sample(path: str | Path) -> tuple[tuple[TensorSpec, ...], dict[str, np.
     specs = []
     for name, array in arrays.items():
         if array.ndim < 1 or array.dtype.name not in set(DTYPES.values()):
-            raise DataError(f"sample input '{name}' in '{file}' is a {array.dtype.name} array of "
-                            f"shape {array.shape}; inputs are numeric arrays, first axis = examples")
+            raise DataError(f"sample input '{name}' in '{file}' is a {array.dtype.name} array "
+                            f"of shape {array.shape}; inputs are numeric arrays, first axis = "
+                            "examples")
         specs.append(TensorSpec(name, (DYNAMIC_BATCH, *array.shape[1:]), array.dtype.name))
     return tuple(specs), arrays
 

@@ -62,6 +62,19 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
     graph = _channel_graph(model, config)
     if graph is None:  # any other graph: traced with torch.export (anygraph.py)
         return plan_any(model, config, data)
+    plan = _plan_channels(model, config, data, graph)
+    why = plan_failure(model, plan)
+    if why is None:
+        return plan
+    log.info("the channel plan of '%s' does not run (%s): tracing its graph instead",
+             model.name, why)
+    return plan_any(model, config, data)  # leaves the groups that break the forward whole
+
+
+def _plan_channels(model: Model, config: PruneConfig, data: Dataset | None,
+                   graph: ChannelGraph) -> PrunePlan:
+    """The plan of the torch.fx channel graph (every op understood)."""
+    module = model.require_module("structured pruning")
     groups = graph.groups()
     prunable = [g for g in groups if g.prunable]
     context = ImportanceContext(model, scored_parameters(graph, module), data, config.seed,

@@ -174,6 +174,8 @@ class FusedQKVAttention(nn.Module):
     """One fused qkv projection, grouped-query attention (8 query heads, 2 key/value heads)
     and rotary position embeddings."""
 
+    freqs: torch.Tensor
+
     def __init__(self, dim: int = 32, heads: int = 8, kv_heads: int = 2) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
@@ -205,11 +207,11 @@ class TiedLM(nn.Module):
     def __init__(self, dim: int = 32) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, dim)
-        self.attn = nn.ModuleList(FusedQKVAttention(dim) for _ in range(2))
-        self.norms = nn.ModuleList(nn.RMSNorm(dim) for _ in range(4))
-        self.up = nn.ModuleList(nn.Linear(dim, 128, bias=False) for _ in range(2))
-        self.gate = nn.ModuleList(nn.Linear(dim, 128, bias=False) for _ in range(2))
-        self.down = nn.ModuleList(nn.Linear(128, dim, bias=False) for _ in range(2))
+        self.attn = nn.ModuleList([FusedQKVAttention(dim) for _ in range(2)])
+        self.norms = nn.ModuleList([nn.RMSNorm(dim) for _ in range(4)])
+        self.up = nn.ModuleList([nn.Linear(dim, 128, bias=False) for _ in range(2)])
+        self.gate = nn.ModuleList([nn.Linear(dim, 128, bias=False) for _ in range(2)])
+        self.down = nn.ModuleList([nn.Linear(128, dim, bias=False) for _ in range(2)])
         self.lm_head = nn.Linear(dim, VOCAB, bias=False)
         self.lm_head.weight = self.embed.weight
 
@@ -224,6 +226,8 @@ class TiedLM(nn.Module):
 
 class ScaledBlock(nn.Module):
     """A pre-norm block with LayerScale and a relative position bias table per head."""
+
+    index: torch.Tensor
 
     def __init__(self, dim: int, heads: int, tokens: int) -> None:
         super().__init__()
