@@ -62,6 +62,8 @@ from slimkit.testing.graphs import FAST_GRAPHS  # noqa: E402
 
 MIN_REDUCTION = 0.10
 RATIO = 0.5
+TOOL_SECONDS = 60  # a tool that takes longer on a tiny model has failed (Torch-Pruning's
+# dependency search does not finish on some HF decoders)
 TOOLS = ("export", "plain_export", "dynamic_int8", "static_int8", "prune", "torch_pruning")
 
 
@@ -181,14 +183,29 @@ RUNNERS: dict[str, Callable[[Model, Path], dict[str, Any]]] = {
 }
 
 
+class ToolTimeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise ToolTimeout(f"did not finish within {TOOL_SECONDS} s")
+
+
 def run_tool(tool: str, model: Model, tmp: Path) -> dict[str, Any]:
+    import signal
+
     start = time.perf_counter()
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(TOOL_SECONDS)
     try:
         row = {"ok": True, **RUNNERS[tool](model, tmp)}
     except Exception as exc:  # the point: record who fails where, and how it says so
         first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
         row = {"ok": False, "error": f"{type(exc).__name__}: {first}",
                "clear": isinstance(exc, SlimkitError)}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 

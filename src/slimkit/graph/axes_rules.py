@@ -118,6 +118,13 @@ def op_name(node: fx.Node) -> str:
     return name
 
 
+def tuple_shapes(val: Any) -> list[tuple[int, ...]] | None:
+    """The shapes of a tuple-valued node's tensors (split, unbind, max with a dim...)."""
+    if isinstance(val, (list, tuple)) and all(hasattr(v, "shape") for v in val):
+        return [tuple(int(d) for d in v.shape) for v in val]
+    return None
+
+
 def rule_for(node: fx.Node) -> Rule | None:
     name = op_name(node)
     return OP_RULES.get(name) if name in OP_RULES else None

@@ -12,8 +12,10 @@ import torch
 from torch import fx
 
 from slimkit.errors import InputError
+from slimkit.graph import axes_attention as _attention  # noqa: F401  (registers its rules)
 from slimkit.graph import axes_layers as _layers  # noqa: F401  (registers the layer rules)
 from slimkit.graph import axes_ops as _ops  # noqa: F401  (registers the op rules)
+from slimkit.graph import axes_shapes as _shapes  # noqa: F401  (registers the layout rules)
 from slimkit.graph.axes import AxisGraph, fixed_layout
 from slimkit.graph.axes_rules import OpContext, Site, Value, rule_for
 from slimkit.model import Model, eval_mode

@@ -111,8 +111,9 @@ def quantize_static_job(job: QuantJob) -> dict[str, Any]:
 
     indices = index_nodes(job.float_path)
     refused = quantize_with_fallback(run, list(job.exclude_nodes) + indices, job.float_path)
-    result: dict[str, Any] = {"activations": f"{job.activation_type}, calibrated ({config.method.value}) on "
-                             f"{len(calib)} examples", "weights": "s8"}
+    result: dict[str, Any] = {
+        "activations": f"{job.activation_type}, calibrated ({config.method.value}) on "
+                       f"{len(calib)} examples", "weights": "s8"}
     if indices:
         result["index_nodes_kept_float"] = len(indices)
     if refused:
