@@ -156,7 +156,7 @@ def test_a_group_that_breaks_the_forward_is_left_whole_and_named():
     assert run(result.model.module, torch.randn(2, 8)).shape == (2, 2)
 
 
-def test_hidden_ratio_sends_bert_style_models_through_the_graph():
+def test_a_classifier_loses_hidden_size_unless_told_to_keep_it():
     transformers = pytest.importorskip("transformers")
     from slimkit.load.hf import HFTask
 
@@ -171,9 +171,10 @@ def test_hidden_ratio_sends_bert_style_models_through_the_graph():
     model = Model(name="bert", source="test", inputs=inputs, output_names=("logits",),
                   module=HFTask(hf, ("input_ids", "attention_mask"), ("logits",),
                                 {"return_dict": True}).eval())
-    kept = prune(model, PruneConfig(ratio=0.5))  # recognised blocks: hidden size kept
+    kept = prune(model, PruneConfig(ratio=0.5, hidden_ratio=0.0))  # heads and FFN only
     assert kept.model.module.model.bert.embeddings.word_embeddings.weight.shape == (50, 32)
-    result = prune(model, PruneConfig(ratio=0.5, hidden_ratio=0.5))
+    assert "planner" not in kept.plan.extra  # the transformer-block path
+    result = prune(model, PruneConfig(ratio=0.5))  # a head reads the hidden size: it shrinks
     assert result.model.module.model.bert.embeddings.word_embeddings.weight.shape == (50, 16)
     batch = (ids(2, 6), torch.ones(2, 6, dtype=torch.long))
     assert run(result.model.module, *batch).shape == (2, 2)

@@ -62,6 +62,13 @@ def no_output(ctx: OpContext) -> Value:
     return None
 
 
+@register("native_dropout")
+def native_dropout(ctx: OpContext) -> Value:
+    """(output, mask), both shaped like the input."""
+    layout = ctx.layout(ctx.arg(0, "input"))
+    return [layout, layout] if layout is not None else ctx.unknown("input without a layout")
+
+
 @register("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax")
 def softmax(ctx: OpContext) -> Value:
     return ctx.layout(ctx.arg(0, "self"))

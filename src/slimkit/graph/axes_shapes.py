@@ -11,7 +11,8 @@ from slimkit.graph.axes_rules import OpContext, Value, op_name, register, tuple_
 
 
 @register("view", "reshape", "_unsafe_view", "view_copy", "flatten", "unflatten", "squeeze",
-          "unsqueeze", "unsqueeze_copy", "squeeze_copy", "_reshape_alias")
+          "unsqueeze", "unsqueeze_copy", "squeeze_copy", "_reshape_alias", "reshape_as",
+          "view_as", "ravel")
 def reshape(ctx: OpContext) -> Value:
     layout, shape = ctx.layout(ctx.arg(0, "self")), ctx.shape()
     if layout is None or shape is None:

@@ -68,7 +68,8 @@ def apply_param_edits(root: nn.Module, edits: tuple[ParamEdit, ...]) -> None:
         tensor = _tensor(root, edit.name)
         if tuple(tensor.shape) != edit.shape:
             raise InputError(f"'{edit.name}' has shape {tuple(tensor.shape)}; the pruning plan "
-                             f"expects {edit.shape}: apply it to the model it was made from")
+                             f"expects {edit.shape}: a plan applies only to the model it was "
+                             "made from (already pruned, or pruned twice?)")
         for axis, kept in edit.keep:
             if not kept or min(kept) < 0 or max(kept) >= edit.shape[axis] \
                     or list(kept) != sorted(set(kept)):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from slimkit.data import Dataset, synthetic
+from slimkit.errors import InputError
 from slimkit.graph.axes import AxisGroup
 from slimkit.graph.axes_edits import AxisIndex, attribute_edits, emptied, param_edits
 from slimkit.graph.axes_trace import AxisTrace, trace_axes
@@ -88,6 +89,17 @@ def plan_any(model: Model, config: PruneConfig, data: Dataset | None = None) -> 
     )
 
 
+def hidden_size_is_free(model: Model) -> bool:
+    """Whether the model's hidden size (a transformer's residual stream) can shrink: no model
+    output carries it (a head maps it to logits). An encoder returning its hidden states or
+    a pooled embedding keeps it."""
+    try:
+        groups = trace_axes(model).graph.groups()
+    except InputError:
+        return False
+    return any(g.kind == "hidden" and g.prunable for g in groups)
+
+
 def _excluded(groups: list[AxisGroup], module: nn.Module, rules: tuple[str, ...]) -> set[int]:
     if not rules:
         return set()
@@ -124,7 +136,7 @@ def _scores(model: Model, trace: AxisTrace, index: AxisIndex, config: PruneConfi
 
 
 def _ratio(group: AxisGroup, config: PruneConfig, heads: bool) -> float:
-    own = {"heads": config.head_ratio, "hidden": config.hidden_ratio,
+    own = {"heads": config.head_ratio, "hidden": config.hidden_share,
            "channels": config.ffn_ratio if heads else None}[group.kind]
     return config.ratio if own is None else own
 

@@ -50,9 +50,14 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         raise InputError("plan_pruning plans structured pruning; for unstructured masks call "
                          "prune() with mode 'unstructured'")
     module = model.require_module("structured pruning")
-    from slimkit.prune.anygraph import plan_any, plan_failure
+    from slimkit.prune.anygraph import hidden_size_is_free, plan_any, plan_failure
 
-    if has_transformer_blocks(module) and not config.hidden_ratio:  # heads and FFN neurons
+    blocks = has_transformer_blocks(module)
+    if blocks and config.hidden_share > 0 and not config.compensate \
+            and hidden_size_is_free(model):  # heads, FFN neurons and the hidden size
+        return plan_any(model, config, data)
+    if blocks and (config.hidden_share == 0 or config.hidden_ratio is None):
+        # heads and FFN neurons; the hidden size is kept
         plan = plan_transformer(model, config, data)
         why = plan_failure(model, plan)
         if why is None:
@@ -104,7 +109,7 @@ def _channel_graph(model: Model, config: PruneConfig) -> ChannelGraph | None:
         graph = build_graph(model, config.exclude)
     except InputError:
         return None
-    return None if graph.skipped or config.hidden_ratio is not None else graph
+    return None if graph.skipped or config.hidden_ratio else graph
 
 
 def _decide(graph: ChannelGraph, groups: list[ChannelGroup], scores: dict[int, float],
