@@ -63,3 +63,33 @@ def test_a_representative_model(name, tmp_path):
 @pytest.mark.parametrize("name", corpus_names())
 def test_every_model_of_the_corpus(name, tmp_path):
     check_model(name, tmp_path, static=True)
+
+
+def test_index_arithmetic_is_kept_float_and_quantizer_failures_are_one_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slimkit.errors import ExportError
+    from slimkit.quantize.guards import index_nodes, run_quantizer
+
+    nodes = [helper.make_node("Log", ["x"], ["l"], name="log"),
+             helper.make_node("Mul", ["l", "s"], ["m"], name="scale"),
+             helper.make_node("Cast", ["m"], ["i"], name="to_int", to=TensorProto.INT64),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [2, 2])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [2.0]),
+         helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert sorted(index_nodes(path)) == ["log", "scale"]  # the MatMul is quantized
+
+    def broken():
+        raise ValueError("Unable to quantize node 'attn/MatMul_3': bad scale\nTraceback ...")
+
+    with pytest.raises(ExportError, match=r"static quantizer failed on 'm' at node "
+                                          r"'attn/MatMul_3' \(ValueError\); keep it in float "
+                                          r"with --exclude name:attn/MatMul_3$"):
+        run_quantizer(broken, "m", "static")

@@ -5,6 +5,9 @@
   quantized ``log(0) = -inf`` becomes a garbage bucket and a ``Gather`` out of range;
 - a layer ONNX Runtime's quantizer refuses (a bias whose input scale is invalid, e.g. a
   saturated ``tanh``): it is named and kept in float, and the rest is quantized.
+
+Any other failure of ONNX Runtime's quantizer becomes one line naming the node it mentions
+(:func:`run_quantizer`), never the quantizer's traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+NODE_MESSAGE = re.compile(r"(?:node|Name:)\s*'([^']+)'")
 INT_TYPES = {2, 3, 4, 5, 6, 7, 12, 13}  # onnx.TensorProto integer element types
 STOP = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Shape", "Constant")
 BIAS_MESSAGE = re.compile(r"quantizing bias '([^']+)'")
@@ -62,3 +66,20 @@ def quantize_with_fallback(run: Callable[[list[str]], Any], excluded: list[str],
             kept.extend(u for u in users if u not in kept)
     run(excluded + kept)
     return kept
+
+
+def run_quantizer(run: Callable[[], Any], model: str, mode: str) -> Any:
+    """``run()``; a failure inside ONNX Runtime's quantizer is one clear line."""
+    from slimkit.errors import ExportError, SlimkitError
+
+    try:
+        return run()
+    except SlimkitError:
+        raise
+    except Exception as exc:  # the quantizer raises many types: name the node if it can
+        match = NODE_MESSAGE.search(str(exc))
+        where = f" at node '{match.group(1)}'" if match else ""
+        hint = (f"; keep it in float with --exclude name:{match.group(1)}" if match
+                else "; try another --mode or exclude layers with --exclude")
+        raise ExportError(f"ONNX Runtime's {mode} quantizer failed on '{model}'{where} "
+                          f"({type(exc).__name__}){hint}") from exc
