@@ -98,8 +98,11 @@ def _tiny_bert(folder, classifier=False):
 
 def test_hf_folder_encoder_and_classifier(tmp_path):
     _tiny_bert(tmp_path / "enc")
-    enc = load_model(str(tmp_path / "enc"))
-    assert enc.task == Task.EMBEDDING and enc.input_names[:2] == ("input_ids", "attention_mask")
+    enc = load_model(str(tmp_path / "enc"))  # no head: its own outputs, never pooled silently
+    assert enc.task == Task.OTHER and enc.input_names[:2] == ("input_ids", "attention_mask")
+    assert enc.output_names == ("last_hidden_state", "pooler_output")
+    pooled = load_model(str(tmp_path / "enc"), pooling="mean")
+    assert pooled.task == Task.EMBEDDING and pooled.output_names == ("embedding",)
     _tiny_bert(tmp_path / "cls", classifier=True)
     cls = load_model(str(tmp_path / "cls"))
     assert cls.task == Task.CLASSIFICATION

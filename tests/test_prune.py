@@ -220,7 +220,7 @@ def test_a_group_is_never_emptied_and_the_plan_says_so():
     assert all("never emptied" in (g.note or "") for g in pruned)
 
 
-def test_unknown_layers_leave_their_group_whole_and_are_named():
+def test_layers_fx_does_not_know_are_pruned_through_the_traced_graph():
     class Odd(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -236,14 +236,35 @@ def test_unknown_layers_leave_their_group_whole_and_are_named():
     model = Model(name="odd", source="test", module=Odd(),
                   inputs=(TensorSpec("input", ("batch", 3, 12, 12)),))
     result = prune(model, PruneConfig(ratio=0.5))
-    skipped = {row["layer"]: row["why"] for row in result.sections["skipped"]}
-    assert "GroupNorm" in skipped["norm"] and "ConvTranspose2d" in skipped["transposed"]
-    assert "roll" in skipped
+    assert result.sections["skipped"] == [] and result.plan.extra["planner"].startswith("axis")
     kept = {g.layers[0]: (g.channels, g.kept) for g in result.plan.groups}
-    assert kept["conv1"] == (16, 16) and kept["conv2"] == (16, 16)  # into unknown ops
-    assert kept["conv3"] == (16, 8)  # only a Linear after it: pruned
+    # GroupNorm: the same 4 positions in each of its 4 groups, too few to round to 8
+    assert kept["conv1"] == (4, 4)
+    assert kept["conv2"] == kept["transposed"] == kept["conv3"] == (16, 8)
     x = torch.randn(2, 3, 12, 12)
     assert run(result.model, x).shape == (2, 2)
+
+
+def test_unknown_ops_leave_their_group_whole_and_are_named():
+    class Shuffled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 16, 3), nn.Conv2d(4, 8, 3)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = self.conv2(torch.pixel_shuffle(self.conv1(x), 2))
+            return self.fc(x.mean((2, 3)))
+
+    model = Model(name="shuffled", source="test", module=Shuffled(),
+                  inputs=(TensorSpec("input", ("batch", 3, 12, 12)),))
+    result = prune(model, PruneConfig(ratio=0.5, round_to=4))
+    skipped = {row["layer"]: row["why"] for row in result.sections["skipped"]}
+    assert "pixel_shuffle" in skipped["the model's forward"]
+    kept = {g.layers[0]: (g.channels, g.kept, g.note) for g in result.plan.groups}
+    assert kept["conv1"][:2] == (16, 16) and "pixel_shuffle" in kept["conv1"][2]
+    assert kept["conv2"][:2] == (8, 4)
+    assert run(result.model, torch.randn(2, 3, 12, 12)).shape == (2, 2)
 
 
 def test_excluded_layers_keep_their_shapes_and_rules_must_match():

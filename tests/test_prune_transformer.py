@@ -76,7 +76,8 @@ def _zero_removed(module: nn.Module, plan: PrunePlan) -> nn.Module:
 def test_heads_and_ffn_neurons_removed_exactly(name):
     model = MODELS[name]()
     before = copy.deepcopy(model.module.state_dict())
-    result = prune(model, PruneConfig(ratio=0.5, round_to=8, importance="random"))
+    result = prune(model, PruneConfig(ratio=0.5, hidden_ratio=0.0, round_to=8,
+                                      importance="random"))
     for key, value in model.module.state_dict().items():  # the input model is untouched
         assert torch.equal(value, before[key])
     assert result.sections["size"]["parameters_ratio"] < 0.75
@@ -198,7 +199,7 @@ def _mean_output(model: Model, layer: str, data) -> torch.Tensor:
 def test_bias_compensation_keeps_the_mean_and_is_replayed(name, tmp_path):
     model = MODELS[name]()
     data = synthetic(model.inputs, 16, seed=0, dynamic=7)
-    plain = prune(model, PruneConfig(ratio=0.5, round_to=1), data)
+    plain = prune(model, PruneConfig(ratio=0.5, hidden_ratio=0.0, round_to=1), data)
     result = prune(model, PruneConfig(ratio=0.5, round_to=1, compensate=True), data)
     shifts = result.plan.extra["bias_shift"]
     assert set(shifts) == {e.name for e in result.plan.layers  # layers without bias: none

@@ -236,7 +236,7 @@ def test_transformer_is_fused_then_quantized(tmp_path):
     from tests.test_load import _tiny_bert
 
     _tiny_bert(tmp_path / "bert")
-    model = load_model(str(tmp_path / "bert"))
+    model = load_model(str(tmp_path / "bert"), pooling="mean")  # an embedding model
     result = quantize(model, tmp_path / "q.onnx", QuantizeConfig(mode="dynamic"),
                       measure=False)
     assert result.sections["prepare"]["fusion"]["fused_ops"]["Attention"] == 1

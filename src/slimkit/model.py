@@ -34,15 +34,21 @@ class TensorSpec:
     """One model input: its name, shape (a ``str`` is a dynamic axis) and dtype.
 
     ``high`` bounds integer inputs such as token ids: synthetic values are drawn in ``[0, high)``.
+    ``dynamic_range`` bounds the sizes of its dynamic axes other than the batch (an audio model
+    needs a minimum number of samples, a text model has a maximum number of positions).
     """
 
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
     high: int | None = None
+    dynamic_range: tuple[int, int] | None = None
 
     def concrete_shape(self, batch: int, dynamic: int = 128) -> tuple[int, ...]:
-        """The shape with the batch axis set to ``batch`` and other dynamic axes to ``dynamic``."""
+        """The shape with the batch axis set to ``batch`` and other dynamic axes to ``dynamic``
+        (clamped into ``dynamic_range``)."""
+        if self.dynamic_range is not None:
+            dynamic = min(max(dynamic, self.dynamic_range[0]), self.dynamic_range[1])
         dims: list[int] = []
         for i, dim in enumerate(self.shape):
             if isinstance(dim, int) and dim > 0 and i > 0:

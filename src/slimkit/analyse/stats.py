@@ -129,11 +129,18 @@ def _torch_layer_macs(module: Any, args: tuple[Any, ...]) -> list[LayerCost]:
 
     was_training = module.training
     module.eval()  # counting must not update BatchNorm statistics of a model in train mode
+    # the counter's module tracker hooks tensors that require grad; a view of a parameter
+    # taken under no_grad (DeBERTa's relative embeddings) has none: count without grads
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(False)
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             module(*args)
     finally:
         module.train(was_training)
+        for param, flag in flags:
+            param.requires_grad_(flag)
     counts = counter.get_flop_counts()
     root = type(module).__name__
     totals = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from slimkit.cli.common import signature_args
+
 HELP = "what changed between an original and a compressed model (agreement, flips, layers)"
 
 
@@ -13,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("compressed", metavar="COMPRESSED", help="the compressed model spec")
     p.add_argument("--data", required=True, help="examples to compare on (labels: per class)")
     p.add_argument("--weights", help="weights (.safetensors or .pt/.pth) for a factory spec")
-    p.add_argument("--input-shape", help="input shape, e.g. 1x3x224x224 (batch axis dynamic)")
+    signature_args(p)
     p.add_argument("--max-flipped", type=int, default=20, help="flipped examples to list")
     p.add_argument("--neighbours", type=int, default=5, help="k nearest neighbours (encoders)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")

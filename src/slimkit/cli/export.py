@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> None:
     check_output_path(args.output)  # fail before loading a large model
     config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol)
     model = load(args, args.model)
-    sample = load_data(args.data, model) if args.data else None
+    verify_on = args.data or args.sample_inputs
+    sample = load_data(verify_on, model) if verify_on else None
     if str(args.output).endswith(".xml"):
         from slimkit.export.openvino import export_openvino
 

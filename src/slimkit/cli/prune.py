@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="transformers: share of attention heads to remove (default: --ratio)")
     p.add_argument("--ffn-ratio", type=float, dest=pr + "ffn_ratio",
                    help="transformers: share of FFN neurons to remove (default: --ratio)")
+    p.add_argument("--hidden-ratio", type=float, dest=pr + "hidden_ratio",
+                   help="share of the hidden size (a transformer's residual stream) to remove "
+                        "(default: --ratio, or 0 with --head-ratio/--ffn-ratio; a hidden size "
+                        "the model outputs is always kept)")
     p.add_argument("--compensate", action="store_true", dest=pr + "compensate",
                    help="transformers: add the mean output of removed heads/neurons to the "
                         "next bias (needs --data)")

@@ -79,6 +79,9 @@ def _save_hf(model: Model, out: Path) -> Path:
         module.model.save_pretrained(tmp, safe_serialization=True)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
+        from slimkit.load.hf import declare_pooling
+
+        declare_pooling(model, tmp)  # an embedding student loads back as one
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; give the usual folder mode
         if out.is_dir():
             out.rmdir()  # empty, checked above

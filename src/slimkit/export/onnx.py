@@ -86,14 +86,37 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
         raise InputError(f"export target '{path}' must end with .onnx")
     start = time.perf_counter()
     with atomic_path(path) as tmp:
-        _torch_export(model, module, tmp, config)
         check = sample if sample is not None else synthetic(
             model.inputs, config.synthetic_examples, seed=1, dynamic=config.verify_sequence)
-        diff, shapes = verify_against_torch(model, tmp, check.take(config.verify_examples),
-                                            config)
+        diff, shapes, opset = _exported_and_verified(model, module, tmp, config,
+                                                     check.take(config.verify_examples))
     final = Path(path)
-    return ExportResult(final, model.with_onnx(final), config.opset, diff, config.atol,
+    return ExportResult(final, model.with_onnx(final), opset, diff, config.atol,
                         config.rtol, shapes, time.perf_counter() - start)
+
+
+def _exported_and_verified(model: Model, module: torch.nn.Module, target: Path,
+                           config: ExportConfig,
+                           check: Dataset) -> tuple[float, dict[str, list[int]], int]:
+    """TorchScript export first (ONNX Runtime fuses its attention, see ANCHORS.md); when it
+    fails or does not verify (a size traced as a constant), torch's dynamo exporter, which
+    keeps symbolic sizes; the first failure is reported when both fail."""
+    from slimkit.export.dynamo import MIN_OPSET, dynamo_available, dynamo_export
+    from slimkit.export.surroundings import quiet_stderr
+
+    try:
+        with quiet_stderr():
+            _torch_export(model, module, target, config)
+            return (*verify_against_torch(model, target, check, config), config.opset)
+    except (ExportError, VerificationError, DataError) as first:
+        if not dynamo_available():
+            raise
+        try:
+            dynamo_export(model, module, target, config)
+            return (*verify_against_torch(model, target, check, config),
+                    max(config.opset, MIN_OPSET))
+        except (ExportError, VerificationError, DataError):
+            raise first from None
 
 
 def _torch_export(model: Model, module: torch.nn.Module, target: Path,
@@ -111,8 +134,11 @@ def _torch_export(model: Model, module: torch.nn.Module, target: Path,
     dynamic_axes.update({name: {0: "batch"} for name in model.output_names})
     was_training = module.training
     module.eval()
+    from slimkit.export.surroundings import export_surroundings
+
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
+                export_surroundings(config.opset):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, args, str(target), dynamo=False, opset_version=config.opset,

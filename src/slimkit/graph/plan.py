@@ -16,10 +16,12 @@ from torch import nn
 
 from slimkit.errors import InputError
 from slimkit.graph.layers import Surgery, replace_module
+from slimkit.graph.slicing import AttrEdit, ParamEdit, apply_attr_edits, apply_param_edits
 from slimkit.graph.transformer import surgery_for
 
 PLAN_FORMAT = "slimkit-prune-plan"
 PLAN_VERSION = 1
+PARAMS_VERSION = 2  # a plan with per-tensor edits (the graph planner of any model)
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,20 @@ class PrunePlan:
     groups: tuple[GroupDecision, ...] = ()
     skipped: tuple[dict[str, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    params: tuple[ParamEdit, ...] = ()  # per-tensor edits (see ``slicing.py``)
+    attributes: tuple[AttrEdit, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "mode": self.mode,
-                "model": self.model, "config": self.config,
+        tensors = bool(self.params or self.attributes)
+        data = {"format": PLAN_FORMAT, "version": PARAMS_VERSION if tensors else PLAN_VERSION,
+                "mode": self.mode, "model": self.model, "config": self.config,
                 "layers": [edit.to_dict() for edit in self.layers],
                 "groups": [asdict(g) for g in self.groups],
                 "skipped": [dict(s) for s in self.skipped], "extra": self.extra}
+        if tensors:
+            data["params"] = [edit.to_dict() for edit in self.params]
+            data["attributes"] = [edit.to_dict() for edit in self.attributes]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False)
@@ -81,18 +90,22 @@ class PrunePlan:
         if data.get("format") != PLAN_FORMAT:
             raise InputError(f"not a slimkit pruning plan (format '{data.get('format')}', "
                              f"expected '{PLAN_FORMAT}')")
-        if data.get("version") != PLAN_VERSION:
+        if data.get("version") not in (PLAN_VERSION, PARAMS_VERSION):
             raise InputError(f"pruning plan version {data.get('version')} is not supported "
-                             f"by this slimkit (reads version {PLAN_VERSION}); upgrade slimkit")
+                             f"by this slimkit (reads versions {PLAN_VERSION} and "
+                             f"{PARAMS_VERSION}); upgrade slimkit")
         try:
             layers = tuple(LayerEdit(**{**e, "out_keep": _tuple(e["out_keep"]),
                                         "in_keep": _tuple(e["in_keep"])})
                            for e in data["layers"])
             groups = tuple(GroupDecision(**{**g, "layers": tuple(g["layers"])})
                            for g in data["groups"])
+            params = tuple(ParamEdit.from_dict(e) for e in data.get("params", ()))
+            attributes = tuple(AttrEdit.from_dict(e) for e in data.get("attributes", ()))
             return cls(data["mode"], dict(data["model"]), dict(data["config"]), layers, groups,
-                       tuple(data.get("skipped", ())), dict(data.get("extra", {})))
-        except (KeyError, TypeError) as exc:
+                       tuple(data.get("skipped", ())), dict(data.get("extra", {})), params,
+                       attributes)
+        except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"the pruning plan is damaged ({type(exc).__name__}: {exc})") \
                 from None
 
@@ -131,6 +144,10 @@ def apply_plan(module: nn.Module, plan: PrunePlan) -> nn.Module:
         new = _surgery(edit, modules[edit.name]).rebuild(modules[edit.name], edit.out_keep,
                                                          edit.in_keep)
         replace_module(module, edit.name, new)
+    if plan.params:
+        apply_param_edits(module, plan.params)
+    if plan.attributes:
+        apply_attr_edits(module, plan.attributes)
     if plan.extra.get("bias_shift"):
         apply_shifts(module, plan.extra["bias_shift"])
     return module
@@ -185,7 +202,33 @@ def compose_plans(first: PrunePlan, second: PrunePlan) -> PrunePlan:
     groups = tuple(replace(g, channels=originals[g.id].channels if g.id in originals
                            else g.channels) for g in second.groups)
     return replace(second, model=first.model, layers=tuple(edits.values()), groups=groups,
-                   extra={**first.extra, **second.extra})
+                   extra={**first.extra, **second.extra},
+                   params=_compose_params(first.params, second.params),
+                   attributes=_compose_attributes(first.attributes, second.attributes))
+
+
+def _compose_params(first: tuple[ParamEdit, ...],
+                    second: tuple[ParamEdit, ...]) -> tuple[ParamEdit, ...]:
+    edits = {edit.name: edit for edit in first}
+    for edit in second:
+        base = edits.get(edit.name)
+        if base is None:
+            edits[edit.name] = replace(edit, shape=edit.shape)
+            continue
+        outer, inner = dict(base.keep), dict(edit.keep)
+        axes = sorted(set(outer) | set(inner))
+        keep = tuple((a, _compose(outer.get(a), inner.get(a)) or ()) for a in axes)
+        edits[edit.name] = replace(base, keep=keep)
+    return tuple(edits.values())
+
+
+def _compose_attributes(first: tuple[AttrEdit, ...],
+                        second: tuple[AttrEdit, ...]) -> tuple[AttrEdit, ...]:
+    edits = {(e.module, e.name): e for e in first}
+    for edit in second:
+        base = edits.get((edit.module, edit.name))
+        edits[(edit.module, edit.name)] = edit if base is None else replace(base, new=edit.new)
+    return tuple(edits.values())
 
 
 def _compose(outer: tuple[int, ...] | None,

@@ -23,8 +23,11 @@ def is_factory_spec(spec: str) -> bool:
     return bool(FACTORY_RE.match(spec))
 
 
-def load_factory(spec: str, weights: str | None, input_shape: tuple[int, ...] | None) -> Model:
-    """Call the factory named by ``spec``, load ``weights`` into it and describe its input."""
+def load_factory(spec: str, weights: str | None, input_shape: tuple[int, ...] | None,
+                 inputs: tuple[TensorSpec, ...] | None = None) -> Model:
+    """Call the factory named by ``spec``, load ``weights`` into it and describe its inputs:
+    ``inputs`` when given (checked against its ``forward``), else one float input of
+    ``input_shape`` (or inferred from a first Linear layer)."""
     factory = _resolve(spec)
     try:
         module = factory()
@@ -37,10 +40,29 @@ def load_factory(spec: str, weights: str | None, input_shape: tuple[int, ...] | 
     if weights:
         apply_state_dict(module, read_state_dict(weights), weights)
     module.eval()
+    accepts = positional_accepts(module)
+    name = spec.rsplit(":", 1)[1]
+    if inputs is not None:
+        from slimkit.load.signature import fit_signature
+
+        model = Model(name=name, source=spec, module=module, inputs=inputs, task=Task.OTHER,
+                      meta={"weights": weights, "accepts": accepts})
+        return fit_signature(model, inputs, "--input")
     shape = input_shape or _guess_input_shape(module, spec)
-    inputs = (TensorSpec("input", (DYNAMIC_BATCH, *shape[1:])),)
-    return Model(name=spec.rsplit(":", 1)[1], source=spec, module=module, inputs=inputs,
-                 task=Task.OTHER, meta={"weights": weights})
+    specs = (TensorSpec("input", (DYNAMIC_BATCH, *shape[1:])),)
+    return Model(name=name, source=spec, module=module, inputs=specs,
+                 task=Task.OTHER, meta={"weights": weights, "accepts": accepts})
+
+
+def positional_accepts(module: torch.nn.Module) -> dict[str, object]:
+    """What a plain torch model accepts (see ``signature.py``): its forward's positional
+    tensors; integer inputs are bounded by its smallest embedding table."""
+    from slimkit.load.signature import forward_arity
+
+    least, most, names = forward_arity(module)
+    tables = [m.num_embeddings for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    return {"kind": "positional", "min": max(least, 1), "max": max(most, 1), "names": names,
+            "high": min(tables) if tables else None}
 
 
 def _resolve(spec: str) -> Callable[[], object]:
@@ -87,7 +109,8 @@ def _guess_input_shape(module: torch.nn.Module, spec: str) -> tuple[int, ...]:
                               torch.nn.Embedding)):
             break
     raise ModelLoadError(
-        f"cannot infer the input shape of '{spec}'; pass it, e.g. --input-shape 1x3x224x224"
+        f"cannot infer the inputs of '{spec}'; describe them, e.g. --input-shape 1x3x224x224 "
+        "for one float input, or --input NAME:SHAPE:DTYPE per input (--input ids:1x16:int64)"
     )
 
 

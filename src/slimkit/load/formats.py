@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slimkit.errors import ModelLoadError
-from slimkit.model import Model
+from slimkit.model import Model, TensorSpec
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "slimkit.formats"
@@ -26,11 +26,14 @@ ENTRY_POINT_GROUP = "slimkit.formats"
 @dataclass(frozen=True)
 class LoadOptions:
     """What a format's reader may use: factory weights, an input shape, the seed of random
-    init (and of the training of built-in digits models)."""
+    init (and of the training of built-in digits models), the input signature given by the
+    user (a factory model takes it as it is) and a pooling asked of an encoder."""
 
     weights: str | None = None
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
+    inputs: tuple[TensorSpec, ...] | None = None
+    pooling: str | None = None
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,7 @@ def pruned_meta(meta: dict[str, Any], plan: PrunePlan) -> dict[str, Any]:
         >>> pruned_meta({"num_attention_heads": 12}, plan)["num_attention_heads"]
         8
     """
+    meta = {**meta, **plan.extra.get("meta", {})}
     heads = {h["kept_heads"] for h in plan.extra.get("transformer", {}).get("heads", [])}
     if not heads:
         return meta

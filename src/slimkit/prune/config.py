@@ -38,6 +38,11 @@ class PruneConfig:
             in [0, 1).
         head_ratio, ffn_ratio: for transformers, the fraction of attention heads and of FFN
             neurons to remove (None: ``ratio``); see ``prune/attention.py``.
+        hidden_ratio: the fraction of the hidden size (a transformer's residual stream:
+            embeddings, norms, every block's input and output) to remove. None: ``ratio``,
+            or 0 when ``head_ratio`` or ``ffn_ratio`` is given (they describe the plan). A
+            hidden size that a model output carries (an encoder's hidden states or pooled
+            embedding) is always kept.
         compensate: for transformers, add the mean output of the removed heads and neurons
             to the bias of the layer reading them (needs data; ``prune/compensate.py``).
         scope: ``layer`` removes ``ratio`` of every group; ``global`` ranks all groups
@@ -66,6 +71,7 @@ class PruneConfig:
     ratio: float = 0.5
     head_ratio: float | None = None
     ffn_ratio: float | None = None
+    hidden_ratio: float | None = None
     compensate: bool = False
     scope: Scope = Scope.LAYER
     importance: str = "l1"
@@ -83,7 +89,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         coerce_enums(self, {"mode": PruneMode, "scope": Scope, "group_reduce": GroupReduce})
         check_ratio(self.ratio, "ratio")
-        for name in ("head_ratio", "ffn_ratio"):
+        for name in ("head_ratio", "ffn_ratio", "hidden_ratio"):
             if getattr(self, name) is not None:
                 check_ratio(getattr(self, name), name)
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -108,6 +114,13 @@ class PruneConfig:
         from slimkit.prune.importance import IMPORTANCE
 
         IMPORTANCE.get(self.importance)  # an unknown name fails here, listing the known ones
+
+    @property
+    def hidden_share(self) -> float:
+        """The share of the hidden size to remove (see ``hidden_ratio``)."""
+        if self.hidden_ratio is not None:
+            return self.hidden_ratio
+        return self.ratio if self.head_ratio is None and self.ffn_ratio is None else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -16,7 +16,7 @@ from slimkit.graph.masks import bake_masks, copy_masked, has_masks, weights_byte
 from slimkit.graph.plan import PrunePlan, apply_plan
 from slimkit.io import atomic_path, check_output_path, require_file
 from slimkit.load.formats import ModelFormat, register_format
-from slimkit.model import Model
+from slimkit.model import Model, TensorSpec
 from slimkit.prune.attention import pruned_meta
 
 PLAN_FILE = "prune-plan.json"
@@ -127,6 +127,20 @@ def _input_shape(plan: PrunePlan) -> tuple[int, ...] | None:
     return (1, *dims)
 
 
+def _inputs(plan: PrunePlan) -> tuple[TensorSpec, ...] | None:
+    """The input signature recorded in the plan of a factory model that one shape does not
+    describe (several inputs, or integer ones); None otherwise."""
+    from slimkit.load.factory import is_factory_spec
+
+    inputs = plan.model.get("inputs") or []
+    source = str(plan.model.get("source") or "")
+    simple = len(inputs) == 1 and inputs[0].get("dtype", "float32") == "float32"
+    if simple or not inputs or not is_factory_spec(source) or source.startswith("builtin:"):
+        return None
+    return tuple(TensorSpec(str(i["name"]), tuple(i["shape"]), str(i.get("dtype", "float32")))
+                 for i in inputs)
+
+
 def _save_base(model: Model, out: Path) -> None:
     """Write a Hugging Face model's architecture (config, tokenizer) into ``out/base``
     (through a temporary folder; a previous one is replaced)."""
@@ -153,7 +167,10 @@ def _base(base_model: Model | str | None, plan: PrunePlan, saved: Path) -> Model
     spec = base_model or plan.model.get("source")
     if not spec:
         raise ModelLoadError("the pruning plan names no source model; pass base_model")
+    inputs = _inputs(plan)
     try:
+        if inputs is not None:  # a factory with several inputs, or integer ones
+            return load_model(spec, inputs=inputs)
         return load_model(spec, input_shape=_input_shape(plan))
     except ModelLoadError as exc:
         raise ModelLoadError(f"cannot rebuild the architecture of the pruned model from "

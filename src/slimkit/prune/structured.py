@@ -50,9 +50,36 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         raise InputError("plan_pruning plans structured pruning; for unstructured masks call "
                          "prune() with mode 'unstructured'")
     module = model.require_module("structured pruning")
-    if has_transformer_blocks(module):  # heads and FFN neurons, recognised by structure
-        return plan_transformer(model, config, data)
-    graph = build_graph(model, config.exclude)
+    from slimkit.prune.anygraph import hidden_size_is_free, plan_any, plan_failure
+
+    blocks = has_transformer_blocks(module)
+    if blocks and config.hidden_share > 0 and not config.compensate \
+            and hidden_size_is_free(model):  # heads, FFN neurons and the hidden size
+        return plan_any(model, config, data)
+    if blocks and (config.hidden_share == 0 or config.hidden_ratio is None):
+        # heads and FFN neurons; the hidden size is kept
+        plan = plan_transformer(model, config, data)
+        why = plan_failure(model, plan)
+        if why is None:
+            return plan
+        log.info("transformer blocks of '%s' recognised, but %s: tracing its graph instead",
+                 model.name, why)
+    graph = _channel_graph(model, config)
+    if graph is None:  # any other graph: traced with torch.export (anygraph.py)
+        return plan_any(model, config, data)
+    plan = _plan_channels(model, config, data, graph)
+    why = plan_failure(model, plan)
+    if why is None:
+        return plan
+    log.info("the channel plan of '%s' does not run (%s): tracing its graph instead",
+             model.name, why)
+    return plan_any(model, config, data)  # leaves the groups that break the forward whole
+
+
+def _plan_channels(model: Model, config: PruneConfig, data: Dataset | None,
+                   graph: ChannelGraph) -> PrunePlan:
+    """The plan of the torch.fx channel graph (every op understood)."""
+    module = model.require_module("structured pruning")
     groups = graph.groups()
     prunable = [g for g in groups if g.prunable]
     context = ImportanceContext(model, scored_parameters(graph, module), data, config.seed,
@@ -73,6 +100,16 @@ def plan_pruning(model: Model, config: PruneConfig | None = None,
         skipped=tuple(graph.skipped),
         extra={"importance_loss": _loss_note(config, model, data)},
     )
+
+
+def _channel_graph(model: Model, config: PruneConfig) -> ChannelGraph | None:
+    """The torch.fx channel graph when fx traces the model and understands every op; None
+    sends the model to the planner of any graph."""
+    try:
+        graph = build_graph(model, config.exclude)
+    except InputError:
+        return None
+    return None if graph.skipped or config.hidden_ratio else graph
 
 
 def _decide(graph: ChannelGraph, groups: list[ChannelGroup], scores: dict[int, float],

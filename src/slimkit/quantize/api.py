@@ -115,7 +115,10 @@ def quantize(model: Model, output: str | Path, config: QuantizeConfig | None = N
                        choose_activation_type(config.activation_type, ratios=gemm_ratios()),
                        calib,
                        calibration_cache=tmp / "calibration.json", range_overrides=overrides)
-        sections["method"] = METHODS.get(config.mode.value)(job)
+        from slimkit.quantize.guards import run_quantizer
+
+        sections["method"] = run_quantizer(lambda: METHODS.get(config.mode.value)(job),
+                                           model.name, config.mode.value)
         score = scorer.score(job.out_path)
         if sections.get("equalization", {}).get("applied") and \
                 config.equalize == Equalize.AUTO:

@@ -49,9 +49,14 @@ def quantizable_layers(proto: Any) -> list[Layer]:
 def check_finite_weights(proto: Any, source: str) -> None:
     from onnx import numpy_helper
 
+    # NaN is never a weight; an infinity is, where it fills masks (-inf before a softmax),
+    # so only the weights of the layers quantization rewrites must be finite
+    weights = {name for node in proto.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
+               for name in node.input}
     for init in proto.graph.initializer:
         array = numpy_helper.to_array(init)
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = np.isnan(array).any() if init.name not in weights else not np.all(np.isfinite(array))
+        if array.dtype.kind == "f" and bad:
             raise DataError(f"weight '{init.name}' of '{source}' holds NaN or Inf values; "
                             "quantization needs finite weights (check the training run)")
 

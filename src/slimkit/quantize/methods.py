@@ -98,17 +98,29 @@ def quantize_static_job(job: QuantJob) -> dict[str, Any]:
         extra["TensorQuantOverrides"] = {
             name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
             for name, (lo, hi) in ranges.items()}
-    with quiet():
-        quantize_static(
-            job.float_path, job.out_path, DatasetReader(calib, job.input_names),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-            activation_type=_qtype(job.activation_type), weight_type=_qtype("s8"),
-            nodes_to_exclude=list(job.exclude_nodes),
-            calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
-            extra_options=extra, calibration_cache_path=job.calibration_cache,
-        )
-    return {"activations": f"{job.activation_type}, calibrated ({config.method.value}) on "
-                           f"{len(calib)} examples", "weights": "s8"}
+    from slimkit.quantize.guards import index_nodes, quantize_with_fallback
+
+    def run(excluded: list[str]) -> None:
+        with quiet():
+            quantize_static(
+                job.float_path, job.out_path, DatasetReader(calib, job.input_names),
+                quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+                activation_type=_qtype(job.activation_type), weight_type=_qtype("s8"),
+                nodes_to_exclude=excluded,
+                calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
+                extra_options=extra, calibration_cache_path=job.calibration_cache,
+            )
+
+    indices = index_nodes(job.float_path)
+    refused = quantize_with_fallback(run, list(job.exclude_nodes) + indices, job.float_path)
+    result: dict[str, Any] = {
+        "activations": f"{job.activation_type}, calibrated ({config.method.value}) on "
+                       f"{len(calib)} examples", "weights": "s8"}
+    if indices:
+        result["index_nodes_kept_float"] = len(indices)
+    if refused:
+        result["kept_float_by_onnxruntime"] = refused
+    return result
 
 
 @METHODS.register(QuantMode.INT4.value)

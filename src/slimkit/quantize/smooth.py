@@ -39,7 +39,7 @@ def smooth_quant(model: Model, data: Dataset, alpha: float = 0.5,
         saved = copy.deepcopy((norm.state_dict(), [lin.state_dict() for lin in linears]))
         _rebalance(norm, linears, act_max[norm_name], alpha)
         with torch.no_grad():
-            exact = torch.allclose(module(*check), reference, rtol=1e-3, atol=1e-4)
+            exact = _same(module(*check), reference)
         if exact:
             smoothed.append({"norm": norm_name, "linears": linear_names})
         else:  # the LayerNorm also feeds something else (a post-LN residual): undo
@@ -53,6 +53,15 @@ def smooth_quant(model: Model, data: Dataset, alpha: float = 0.5,
                                   "connection (post-LN), so rescaling them would change the "
                                   "model; left as they were")
     return replace(model, module=module), info
+
+
+def _same(output: Any, reference: Any) -> bool:
+    """Whether every output tensor is unchanged (a model may return several)."""
+    outs = output if isinstance(output, (tuple, list)) else (output,)
+    refs = reference if isinstance(reference, (tuple, list)) else (reference,)
+    return len(outs) == len(refs) and all(
+        torch.allclose(o, r, rtol=1e-3, atol=1e-4) for o, r in zip(outs, refs, strict=True)
+        if isinstance(o, torch.Tensor))
 
 
 def _observe(module: nn.Module, model: Model, data: Dataset,
