@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from slimkit.errors import OutputPathError
-from slimkit.llm.wquant.config import AdvancedWeightQuantConfig, Method, WeightQuantConfig
+from slimkit.llm.wquant.config import Method, WeightQuantConfig
 from slimkit.model import Model
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,12 @@ def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
     from slimkit.llm.text import load_text
     from slimkit.llm.wquant.calibrate import calibration_windows, check_calibration_text
     from slimkit.llm.wquant.head import quantize_embedding, quantize_head, same_grid
-    from slimkit.llm.wquant.passes import (pick_eight_bit, quantize_decoder, sensitivity,
-                                           working_copy)
+    from slimkit.llm.wquant.passes import (
+        pick_eight_bit,
+        quantize_decoder,
+        sensitivity,
+        working_copy,
+    )
 
     windows, calibration = None, None
     if config.needs_calibration:
@@ -108,7 +112,8 @@ def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
         eight_bit = pick_eight_bit(errors, config.keep_8bit) if errors else set()
         layers, reports = quantize_decoder(work, windows, config, eight_bit)
         head, head_report = quantize_head(work, windows, config)
-    report = {"calibration": calibration,
+        check_logits(work)
+    report: dict[str, Any] = {"calibration": calibration,
               "layers": [r.to_dict() for r in reports],
               "lm_head": head_report.to_dict() if head_report else {"precision": "fp32"},
               "embeddings": embedding_report.to_dict() if embedding_report else
@@ -119,6 +124,18 @@ def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
     if config.method == Method.AWQ:
         report["awq"] = "scales folded into RMSNorm weights, up_proj and v_proj rows"
     return work, {"layers": layers, "head": head, "embedding": embedding, "report": report}
+
+
+@torch.no_grad()
+def check_logits(work: Any) -> None:
+    """The fake-quantized model's logits on a short prompt are finite (else nothing is
+    written: a model that overflows is reported before any export)."""
+    from slimkit.errors import VerificationError
+
+    logits = work(input_ids=torch.arange(16)[None] % 50 + 3, use_cache=False).logits
+    if not bool(torch.isfinite(logits).all()):
+        raise VerificationError("the quantized model gives NaN or infinite logits (weights "
+                                "too large for its compute?); nothing was written")
 
 
 def _check_output(out: Path) -> Path:

@@ -9,6 +9,7 @@ up) share one Hessian, which is also what the exported graph's fused MatMuls nee
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,10 +94,8 @@ def first_layer_inputs(hf: Any, windows: torch.Tensor) -> tuple[list[torch.Tenso
     handle = decoder_layers(hf)[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for row in windows:
-            try:
+            with contextlib.suppress(_Stop):
                 hf(input_ids=row[None], use_cache=False)
-            except _Stop:
-                pass
     finally:
         handle.remove()
     kwargs["use_cache"] = False

@@ -60,6 +60,15 @@ class QuantizedWeight:
         return codes + scales + zeros
 
 
+def check_finite(q: QuantizedWeight, name: str) -> None:
+    """Refuse NaN or infinite quantized weights, naming the layer."""
+    from slimkit.errors import VerificationError
+
+    if not bool(torch.isfinite(q.dequantize()).all()):
+        raise VerificationError(f"quantizing '{name}' gives NaN or infinite weights (its block "
+                                "scales overflow); nothing was written")
+
+
 def blocks(w: torch.Tensor, block: int) -> torch.Tensor:
     """``w`` ``(N, K)`` as ``(N, ceil(K / block), block)``, zero-padded."""
     n, k = w.shape
@@ -142,20 +151,20 @@ def from_params(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
 def pack(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """MatMulNBits' inputs ``B`` ``(N, blocks, block*bits/8)`` uint8, ``scales``
     ``(N*blocks,)`` float32 and ``zero_points`` (uint8, two 4-bit codes a byte, or float32)."""
-    codes = q.codes.numpy().astype(np.uint8)
+    codes: np.ndarray = q.codes.numpy().astype(np.uint8)
     if q.bits == 4:
-        codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
+        codes = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
     scales = q.scales.numpy().astype(np.float32).reshape(-1)
     if q.zero_points is None:
         return np.ascontiguousarray(codes), scales, None
     if q.float_zero:
         return np.ascontiguousarray(codes), scales, q.zero_points.numpy().astype(
             np.float32).reshape(-1)
-    zeros = q.zero_points.numpy().astype(np.uint8)
+    zeros: np.ndarray = q.zero_points.numpy().astype(np.uint8)
     if q.bits == 4:
         if zeros.shape[1] % 2:
             zeros = np.concatenate([zeros, np.full((zeros.shape[0], 1), 8, np.uint8)], axis=1)
-        zeros = zeros[:, 0::2] | (zeros[:, 1::2] << 4)
+        zeros = (zeros[:, 0::2] | (zeros[:, 1::2] << 4)).astype(np.uint8)
     return np.ascontiguousarray(codes), scales, zeros.reshape(-1)
 
 
@@ -178,7 +187,8 @@ def split(q: QuantizedWeight, rows: list[int]) -> list[QuantizedWeight]:
     bounds = np.cumsum([0, *rows])
     return [QuantizedWeight(q.codes[a:b], q.scales[a:b],
                             None if q.zero_points is None else q.zero_points[a:b], q.bits,
-                            q.block, q.k, q.float_zero) for a, b in zip(bounds, bounds[1:])]
+                            q.block, q.k, q.float_zero)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def sqnr_db(w: torch.Tensor, q: QuantizedWeight) -> float:

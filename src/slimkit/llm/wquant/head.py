@@ -12,7 +12,7 @@ from slimkit.llm.wquant.awq import search_scale
 from slimkit.llm.wquant.calibrate import final_norm_stats
 from slimkit.llm.wquant.config import Method, Precision, WeightQuantConfig
 from slimkit.llm.wquant.gptq import output_error
-from slimkit.llm.wquant.grid import QuantizedWeight, sqnr_db
+from slimkit.llm.wquant.grid import QuantizedWeight, check_finite, sqnr_db
 from slimkit.llm.wquant.methods import QUANTIZERS, Job
 from slimkit.llm.wquant.passes import UnitReport, grid_for
 
@@ -42,6 +42,7 @@ def quantize_head(work: Any, windows: torch.Tensor | None,
     w = head.weight.detach().float().clone()
     q, note = QUANTIZERS.get(config.method.value)(w, Job("lm_head", grid, stats,
                                                          config.advanced))
+    check_finite(q, "lm_head")
     head.weight.copy_(q.dequantize())
     error = None if stats is None else output_error(w, q, stats.hessian)
     return q, UnitReport(["lm_head"], q.bits, q.block, note, w.numel(), round(sqnr_db(w, q), 2),
@@ -65,6 +66,7 @@ def quantize_embedding(work: Any, config: WeightQuantConfig) -> tuple[
     grid = type(grid)(grid.bits, block, grid.symmetric)
     method = "gguf" if config.method == Method.GGUF else "rtn"
     q, note = QUANTIZERS.get(method)(w, Job("model.embed_tokens", grid, None, config.advanced))
+    check_finite(q, "model.embed_tokens")
     table.weight.copy_(q.dequantize())
     return q, UnitReport(["model.embed_tokens"], q.bits, q.block, note, w.numel(),
                          round(sqnr_db(w, q), 2))

@@ -13,11 +13,18 @@ from typing import Any
 import torch
 
 from slimkit.llm.wquant.awq import Grid, fold_scale, producer_of, search_scale
-from slimkit.llm.wquant.calibrate import (GroupStats, decoder_layers, first_layer_inputs,
-                                          group_stats, input_groups, layer_walk, linears)
+from slimkit.llm.wquant.calibrate import (
+    GroupStats,
+    decoder_layers,
+    first_layer_inputs,
+    group_stats,
+    input_groups,
+    layer_walk,
+    linears,
+)
 from slimkit.llm.wquant.config import Method, WeightQuantConfig
 from slimkit.llm.wquant.gptq import output_error
-from slimkit.llm.wquant.grid import QuantizedWeight, split, sqnr_db
+from slimkit.llm.wquant.grid import QuantizedWeight, check_finite, split, sqnr_db
 from slimkit.llm.wquant.methods import QUANTIZERS, Job
 from slimkit.progress import progress
 
@@ -76,13 +83,14 @@ def quantize_group(layer: Any, names: list[str], job: Job, method: str,
     modules = linears(layer)
     w = stacked(layer, names)
     q, note = QUANTIZERS.get(method)(w, job)
+    check_finite(q, job.name)
     error = None if job.stats is None else output_error(w, q, job.stats.hessian)
     parts = split(q, [modules[n].out_features for n in names])
-    for name, part in zip(names, parts):
+    for name, part in zip(names, parts, strict=True):
         modules[name].weight.copy_(part.dequantize())
     report = UnitReport([f"{prefix}{n}" for n in names], q.bits, q.block, note, w.numel(),
                         round(sqnr_db(w, q), 2), error, bool(w.shape[1] % q.block))
-    return {f"{prefix}{n}": p for n, p in zip(names, parts)}, report
+    return {f"{prefix}{n}": p for n, p in zip(names, parts, strict=True)}, report
 
 
 def apply_awq(layer: Any, groups: list[list[str]], stats: dict[str, GroupStats],
@@ -117,7 +125,7 @@ def quantize_decoder(work: Any, windows: torch.Tensor | None, config: WeightQuan
         prefix = f"model.layers.{index}."
         grids = {g[0]: grid_for(config, 8 if f"{prefix}{g[0]}" in eight_bit else config.bits)
                  for g in groups[index]}
-        stats = None if hidden is None else group_stats(
+        stats = None if hidden is None or kwargs is None else group_stats(
             layer, groups[index], hidden, kwargs, config.advanced.awq_tokens, config.seed)
         ratios = apply_awq(layer, groups[index], stats, grids, config.advanced.awq_grid) \
             if config.method == Method.AWQ and stats is not None else {}
