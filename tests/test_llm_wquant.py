@@ -118,6 +118,8 @@ def test_gptq_cuts_the_output_error_of_correlated_inputs():
     g = gptq_quantize(w, h, 4, 32, True)
     r = grid.quantize_rtn(w, 4, 32, True)
     assert output_error(w, g, h) < 0.5 * output_error(w, r, h)
+    ordered = gptq_quantize(w, h, 4, 32, True, act_order=True)  # static grids: less freedom
+    assert output_error(w, ordered, h) < 0.6 * output_error(w, r, h)
 
 
 def test_gptq_on_uncorrelated_inputs_is_round_to_nearest():

@@ -80,6 +80,7 @@ def quantize_weights(model: Model, output_folder: str | Path,
 def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
                     text: str) -> tuple[Any, dict[str, Any]]:
     """The fake-quantized working copy and every quantized tensor, with their report."""
+    from slimkit.llm.runtime import torch_threads
     from slimkit.llm.text import load_text
     from slimkit.llm.wquant.calibrate import calibration_windows, check_calibration_text
     from slimkit.llm.wquant.head import quantize_embedding, quantize_head, same_grid
@@ -105,7 +106,7 @@ def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
         calibration = {**loaded.describe(), "windows": int(windows.shape[0]),
                        "tokens": int(windows.numel())}
     work = working_copy(hf)
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(config.threads):
         embedding, embedding_report = quantize_embedding(work, config)
         errors = sensitivity(work, windows[: max(1, len(windows) // 4)], config) \
             if config.keep_8bit and windows is not None else {}

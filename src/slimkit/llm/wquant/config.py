@@ -40,6 +40,8 @@ class AdvancedWeightQuantConfig:
         calibration_windows: windows of ``calibration_window`` tokens of calibration text.
         calibration_window: tokens per calibration window.
         gptq_damp: GPTQ's dampening, a fraction of the mean Hessian diagonal.
+        gptq_act_order: quantize columns by decreasing activity, with static block grids
+            (off by default: not yet measured to pay on SmolLM2).
         awq_grid: points of AWQ's scale-exponent search in [0, 1).
         awq_clip: also search per-block clipping ranges (AWQ's ``auto_clip``).
         awq_tokens: calibration tokens sampled for AWQ's searches (their cost grows with it).
@@ -56,6 +58,7 @@ class AdvancedWeightQuantConfig:
     calibration_windows: int = 16
     calibration_window: int = 512
     gptq_damp: float = 0.01
+    gptq_act_order: bool = False
     awq_grid: int = 20
     awq_clip: bool = True
     awq_tokens: int = 2048
@@ -104,7 +107,8 @@ class WeightQuantConfig:
             measuring level 1 (fp32) and 4 (int8 activations); or 0-4.
         calibration: the text GPTQ, AWQ and ``keep_8bit`` measure on (never the text the
             model is evaluated on).
-        threads: intra-op threads of the speed measurement and evaluation (None: all cores).
+        threads: torch and ONNX Runtime intra-op threads of the calibration, the evaluation
+            and the speed measurement (None: all cores).
         seed: sampling of calibration tokens.
     """
 

@@ -72,7 +72,7 @@ def unpack(packed: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, gri
 def gptq(w: torch.Tensor, job: Job) -> tuple[QuantizedWeight, str]:
     stats = _stats(job)
     q = gptq_quantize(w, stats.hessian, job.grid.bits, job.grid.block, job.grid.symmetric,
-                      job.advanced.gptq_damp)
+                      job.advanced.gptq_damp, job.advanced.gptq_act_order)
     return q, f"GPTQ on {stats.tokens} calibration tokens"
 
 
