@@ -6,23 +6,29 @@ import argparse
 import json
 from pathlib import Path
 
+from slimkit.cli import quantize_llm
 from slimkit.cli.common import load, model_args
+from slimkit.cli.quantize_llm import LM_METHODS
 
-HELP = ("int8 (dynamic/static), int4 or fp16; verified and measured against float")
+HELP = ("int8 (dynamic/static), int4 or fp16; causal LMs: weight-only int4/int8 (RTN, GPTQ, "
+        "AWQ, HQQ); verified and measured against float")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     model_args(p)
-    p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
+    p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write (a "
+                                                         "generation folder for a causal LM)")
     q = "quantize."  # flags of QuantizeConfig's fields
-    p.add_argument("--mode", default="dynamic", dest=q + "mode",
-                   choices=["dynamic", "static", "qat", "int4", "fp16"])
+    p.add_argument("--mode", default=argparse.SUPPRESS, dest=q + "mode",  # each config's default
+                   choices=["dynamic", "static", "qat", "int4", "int8", "fp16"],
+                   help="default dynamic; causal LMs: int4 (default) or int8 weight-only")
     p.add_argument("--calib", help="calibration data (static mode; training data in qat "
                                    "mode), e.g. builtin:digits:train")
     p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
-    p.add_argument("--method", default="minmax", dest=q + "method",
-                   choices=["minmax", "percentile", "entropy", "mse"],
-                   help="calibration method (static mode)")
+    p.add_argument("--method", default=argparse.SUPPRESS, dest=q + "method",
+                   choices=["minmax", "percentile", "entropy", "mse", *LM_METHODS],
+                   help="calibration method (static mode; default minmax); causal LMs: rtn "
+                        "(default), gptq, awq, hqq or gguf")
     p.add_argument("--per-tensor", action="store_false", dest=q + "per_channel",
                    help="one weight scale per tensor (default: per output channel)")
     p.add_argument("--activation-type", default="auto", choices=["auto", "u8", "s8"],
@@ -33,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="RULE", dest=q + "exclude",
                    help="keep layers in float: name:EXACT, re:REGEX or type:OP (repeatable)")
     p.add_argument("--calibration-size", type=int, default=128, dest=q + "calibration_size")
-    p.add_argument("--block-size", type=int, default=32, help="int4 block size",
-                   dest=q + "block_size")
+    p.add_argument("--block-size", type=int, default=argparse.SUPPRESS, dest=q + "block_size",
+                   help="int4 block size (default 32)")
     p.add_argument("--no-fuse", action="store_false", dest=q + "fuse_transformer",
                    help="skip ONNX Runtime's transformer fusion / pre-processing")
     p.add_argument("--max-drop", type=float, dest=q + "max_drop",
@@ -66,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "openvino (IR .xml + .bin, made with NNCF; needs slimkit[openvino])")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    quantize_llm.add_arguments(p)
 
 
 BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget does not hold
@@ -74,11 +81,14 @@ BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget 
 def run(args: argparse.Namespace) -> int:
     from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_quantize
+    from slimkit.cli.llm import is_causal_lm_spec
     from slimkit.data import load_data
     from slimkit.evaluate.metrics import load_user_metric
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.quantize import QuantizeConfig, quantize
 
+    if is_causal_lm_spec(args.model):
+        return quantize_llm.run(args)
     config = config_from_args(QuantizeConfig, args, "quantize")
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)
