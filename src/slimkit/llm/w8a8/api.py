@@ -56,10 +56,10 @@ def quantize_w8a8(model: Model, output: str | Path, config: W8A8Config | None = 
         >>> from slimkit.testing.llm import tiny_llama_folder
         >>> root = pathlib.Path(tempfile.mkdtemp())
         >>> m = load_causal_lm(tiny_llama_folder(root))
-        >>> cfg = W8A8Config(speed=None, evaluation=PerplexityConfig(window=64, stride=64, max_tokens=128),
-        ...                  advanced=AdvancedW8A8(calibration_tokens=128,
-        ...                                        calibration_window=64, search_tokens=64))
-        >>> r = quantize_w8a8(m, root / "w8a8", cfg)
+        >>> small = AdvancedW8A8(calibration_tokens=128, calibration_window=64, search_tokens=64)
+        >>> cfg = W8A8Config(evaluation=PerplexityConfig(window=64, stride=64, max_tokens=128),
+        ...                  speed=None, advanced=small)
+        >>> r = quantize_w8a8(m, root / "w8a8", cfg, threads=1)
         >>> r.report["graph"]["integer_kernels"]["int8_layers"]
         10
     """

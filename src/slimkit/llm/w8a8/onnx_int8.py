@@ -105,9 +105,10 @@ _C = {"axes": "w8a8/axes_last", "inv": "w8a8/inv127", "tiny": "w8a8/tiny", "one"
 def _add_constants(proto: Any) -> None:
     from onnx import numpy_helper
 
-    values: dict[str, np.ndarray] = {"axes": np.array([-1], np.int64), "inv": np.array(1 / 127, np.float32),
-              "tiny": np.array(1e-30, np.float32), "one": np.array(1.0, np.float32),
-              "zp": np.array(ZERO_POINT, np.uint8)}
+    values: dict[str, np.ndarray] = {
+        "axes": np.array([-1], np.int64), "inv": np.array(1 / 127, np.float32),
+        "tiny": np.array(1e-30, np.float32), "one": np.array(1.0, np.float32),
+        "zp": np.array(ZERO_POINT, np.uint8)}
     proto.graph.initializer.extend(numpy_helper.from_array(v, _C[k]) for k, v in values.items())
 
 
