@@ -249,3 +249,21 @@ def test_bad_config_and_output(tiny, tmp_path):
     taken.write_text("x")
     with pytest.raises(OutputPathError, match="not an empty folder"):
         quantize_w8a8(model, taken, small_config(), threads=1)
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+def test_cli_quantize_w8a8(tiny, tmp_path, capsys):
+    from slimkit.cli import main
+
+    root, _ = tiny
+    argv = ["quantize", str(root / "tiny-llama"), "--mode", "w8a8", "-o", str(tmp_path / "q"),
+            "--eval-tokens", "128", "--no-speed", "--smoothing", "global", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["smoothing"] == "global"
+    assert report["graph"]["layers"]["kept_float"] == ["lm_head"]
+    assert (tmp_path / "q" / "slimkit_w8a8.json").is_file()
+    assert main(["quantize", "builtin:digits-mlp", "--mode", "w8a8", "-o",
+                 str(tmp_path / "x")]) == 2
+    assert "is for causal LMs" in capsys.readouterr().err

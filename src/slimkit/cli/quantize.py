@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from slimkit.cli.common import load, model_args
+from slimkit.cli.quantize_llm import W8A8_MODE, add_w8a8_arguments, run_w8a8
 
 HELP = ("int8 (dynamic/static), int4 or fp16; verified and measured against float")
 
@@ -16,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="the quantized .onnx file to write")
     q = "quantize."  # flags of QuantizeConfig's fields
     p.add_argument("--mode", default="dynamic", dest=q + "mode",
-                   choices=["dynamic", "static", "qat", "int4", "fp16"])
+                   choices=["dynamic", "static", "qat", "int4", "fp16", "w8a8"],
+                   help="w8a8: causal LMs (SmoothQuant + dynamic int8 activations)")
     p.add_argument("--calib", help="calibration data (static mode; training data in qat "
                                    "mode), e.g. builtin:digits:train")
     p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
@@ -66,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "openvino (IR .xml + .bin, made with NNCF; needs slimkit[openvino])")
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_w8a8_arguments(p)
 
 
 BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget does not hold
@@ -79,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.quantize import QuantizeConfig, quantize
 
+    if vars(args)["quantize.mode"] == W8A8_MODE:  # causal LMs: a generation folder
+        return run_w8a8(args)
     config = config_from_args(QuantizeConfig, args, "quantize")
     report_path = Path(str(args.output) + ".report.json")
     check_output_path(args.output)

@@ -115,20 +115,23 @@ def _calibration(model: Model, calib: str,
     from slimkit.llm.w8a8.calibrate import calibration_windows
 
     adv = config.advanced
+    context = int(model.meta.get("context_length", 2048))
+    if config.evaluation.window > context:
+        raise InputError(f"evaluation windows of {config.evaluation.window} tokens are longer "
+                         f"than the model's context ({context}); use a smaller window")
     text = load_text(calib)
     if text.split == "evaluation" or calib == config.evaluation.text:
         raise InputError(f"calibration text '{calib}' is the evaluation text; calibrate on "
                          f"other text ({CALIBRATION_TEXT})")
-    windows = calibration_windows(model.tokenizer, text.text, calib, adv.calibration_window,
-                                  adv.calibration_tokens)
-    return windows, {**text.describe(), "windows": len(windows),
-                     "window": adv.calibration_window,
-                     "search_windows": _search_windows(config, len(windows))}
+    window = min(adv.calibration_window, context)  # a window never exceeds the context
+    windows = calibration_windows(model.tokenizer, text.text, calib, window,
+                                  max(adv.calibration_tokens, window))
+    return windows, {**text.describe(), "windows": len(windows), "window": window,
+                     "search_windows": _search_windows(config, len(windows), window)}
 
 
-def _search_windows(config: W8A8Config, available: int) -> int:
-    adv = config.advanced
-    return max(1, min(available, -(-adv.search_tokens // adv.calibration_window)))
+def _search_windows(config: W8A8Config, available: int, window: int) -> int:
+    return max(1, min(available, -(-config.advanced.search_tokens // window)))
 
 
 def _check_budget_reachable(model: Model, config: W8A8Config,
@@ -165,7 +168,7 @@ def _smoothed_copy(model: Model, windows: list[np.ndarray], config: W8A8Config,
     hf = copy.deepcopy(hf_module(model))
     plan = SmoothingPlan(config.smoothing.value, config.alpha, config.advanced.alpha_grid,
                          config.activations.value, _qmax(),
-                         _search_windows(config, len(windows)))
+                         _search_windows(config, len(windows), len(windows[0])))
     with torch_threads(threads), torch.no_grad():
         sites = smooth_decoder(hf, windows, plan)
         ids = torch.from_numpy(np.asarray(windows[0], np.int64))[None]
