@@ -115,9 +115,11 @@ def test_unknown_layout_is_one_line():
 def test_int8_graph_runs_integer_kernels(made):
     graph = made.report["graph"]
     assert graph["integer_kernels"] == {"int8_layers": 10, "integer_kernels_in_optimised_graph":
-                                        10, "kernel": ["MatMulIntegerToFloat"]}
-    assert graph["layers"]["kept_float"] == ["lm_head"]
-    assert graph["optimized_op_types"].get("MatMul") == 1  # only the LM head stays float
+                                        10, "kernel": ["MatMulIntegerToFloat"],
+                                        "lm_head_kernel": "MatMulNBits"}
+    assert graph["layers"]["kept_float"] == []
+    assert "MatMul" not in graph["optimized_op_types"]  # no float MatMul left
+    assert graph["optimized_op_types"]["MatMulNBits"] == 1  # the head, weight-only int8
     assert graph["layers"]["activation_quantizations"] == 8  # gate and up share one
 
 
@@ -258,11 +260,13 @@ def test_cli_quantize_w8a8(tiny, tmp_path, capsys):
 
     root, _ = tiny
     argv = ["quantize", str(root / "tiny-llama"), "--mode", "w8a8", "-o", str(tmp_path / "q"),
-            "--eval-tokens", "128", "--no-speed", "--smoothing", "global", "--json"]
+            "--eval-tokens", "128", "--no-speed", "--smoothing", "global", "--json",
+            "--keep-float", "name:layers.0.mlp.down_proj", "--lm-head", "float"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["smoothing"] == "global"
-    assert report["graph"]["layers"]["kept_float"] == ["lm_head"]
+    assert report["graph"]["layers"]["kept_float"] == ["layers.0.mlp.down_proj", "lm_head"]
+    assert report["graph"]["lm_head"]["precision"] == "float"
     assert (tmp_path / "q" / "slimkit_w8a8.json").is_file()
     assert main(["quantize", "builtin:digits-mlp", "--mode", "w8a8", "-o",
                  str(tmp_path / "x")]) == 2

@@ -26,9 +26,11 @@ def add_w8a8_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activations", default="token", choices=["token", "tensor"],
                    dest=w + "activations",
                    help="dynamic int8 activations per token (default) or per tensor")
-    g.add_argument("--keep-float", action="append", metavar="RULE", dest=w + "keep_float",
-                   help="layers kept float, e.g. name:lm_head or re:down_proj (repeatable; "
-                        "default name:lm_head)")
+    g.add_argument("--keep-float", action="append", default=[], metavar="RULE",
+                   dest=w + "keep_float", help="decoder layers kept float, e.g. "
+                   "name:layers.1.mlp.down_proj or re:down_proj (repeatable)")
+    g.add_argument("--lm-head", default="int8", choices=["int8", "float"], dest=w + "lm_head",
+                   help="the LM head: int8 weight-only (default, VNNI CPUs) or float")
     g.add_argument("--kv-cache", default="float", choices=["float", "int8"],
                    dest=w + "kv_cache", help="KV cache precision (default float)")
     g.add_argument("--max-ppl-increase", type=float, dest=w + "max_ppl_increase",
@@ -56,10 +58,9 @@ def run_w8a8(args: argparse.Namespace) -> int:
     if not is_causal_lm_spec(args.model):
         raise InputError(f"--mode w8a8 is for causal LMs; '{args.model}' is not one (use "
                          "--mode dynamic or static for other models)")
-    keep = {"keep_float": tuple(vars(args)["w8a8.keep_float"] or ("name:lm_head",))}
     window = min(512, args.eval_tokens)
     config = config_from_args(
-        W8A8Config, args, "w8a8", **keep,
+        W8A8Config, args, "w8a8",
         evaluation=PerplexityConfig(window=window, stride=window, max_tokens=args.eval_tokens),
         speed=None if args.no_speed else SpeedConfig(threads=args.threads))
     result = quantize_w8a8(load_model(args.model), args.output, config,

@@ -14,6 +14,7 @@ _API = {
     "W8A8Config": "slimkit.llm.w8a8.config", "AdvancedW8A8": "slimkit.llm.w8a8.config",
     "SpeedConfig": "slimkit.llm.w8a8.config", "Smoothing": "slimkit.llm.w8a8.config",
     "Activations": "slimkit.llm.w8a8.config", "KVCache": "slimkit.llm.w8a8.config",
+    "Head": "slimkit.llm.w8a8.config",
 }
 __all__ = sorted(_API)
 __getattr__, __dir__ = lazy_exports("slimkit.llm.w8a8", _API, globals())

@@ -182,9 +182,9 @@ def _smoothed_copy(model: Model, windows: list[np.ndarray], config: W8A8Config,
     smoothed = [s for s in sites if s["alpha"] is not None]
     info = {"mode": plan.mode, "sites": sites, "smoothed": len(smoothed),
             "exactness": {"max_logit_diff_relative": diff, "rtol": EXACT_RTOL},
-            "not_smoothed": [{"layer": "lm_head", "reason": "no norm reads only it that can "
-                              "absorb scales without untying it from the embeddings; kept "
-                              "float by default"}]}
+            "not_smoothed": [{"layer": "lm_head", "reason": "the final norm's scales would "
+                              "have to be folded into a head tied to the embeddings; the head "
+                              f"is {config.lm_head.value} (W8A8Config.lm_head)"}]}
     return replace(model, module=CausalLM(hf).eval()), info
 
 
@@ -204,7 +204,8 @@ def _build_and_verify(model: Model, work: Model, windows: list[np.ndarray], tmp:
     while True:
         folder = tmp / f"int8-{len(steps)}"
         graph = build_int8_folder(fp32, folder, BuildPlan(
-            config.activations.value, _keep_float(config, extra), _qmax(), kv_scales))
+            config.activations.value, _keep_float(config, extra), _qmax(), kv_scales,
+            int8_head=config.lm_head.value == "int8" and _qmax() == 127))
         fidelity = _verify(model, folder, windows[0], config, threads)
         met = _met(fidelity, config)
         steps.append({"kept_float": list(extra), "perplexity_change":
@@ -226,8 +227,9 @@ def _keep_float(config: W8A8Config, extra: tuple[str, ...]) -> Any:
     selector = Selector(tuple(config.keep_float))
     exact = set(extra)
 
-    def keep(name: str) -> bool:
-        return name in exact or bool(selector.select([Layer(name, "MatMul")], validate=False))
+    def keep(name: str) -> bool:  # the LM head is decided apart (config.lm_head)
+        return name == "lm_head" or name in exact or bool(
+            selector.select([Layer(name, "MatMul")], validate=False))
     return keep
 
 

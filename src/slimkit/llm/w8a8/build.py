@@ -37,6 +37,7 @@ class BuildPlan:
     keep_float: Callable[[str], bool]  # layer name -> stays float
     qmax: int  # 127, or 63 (7-bit weights) on x86 without VNNI
     kv_scales: dict[str, Any] | None = None  # from slimkit.llm.w8a8.kv, for an int8 cache
+    int8_head: bool = True  # the LM head as weight-only int8 (MatMulNBits)
 
 
 def build_int8_folder(fp32: Path, out: Path, plan: BuildPlan) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def build_int8_folder(fp32: Path, out: Path, plan: BuildPlan) -> dict[str, Any]:
         proto = onnx.load(str(out / MODEL_FILE))
     else:
         graph = quantize_matmuls(proto, plan.keep_float, plan.qmax)
+    head = _int8_head(proto) if plan.int8_head else {"precision": "float"}
     kv: dict[str, Any] = {"dtype": "float32"}
     if plan.kv_scales is not None:
         from slimkit.llm.w8a8.kv import apply_int8_cache
@@ -66,9 +68,29 @@ def build_int8_folder(fp32: Path, out: Path, plan: BuildPlan) -> dict[str, Any]:
     ops = optimized_op_types(out / MODEL_FILE, out.parent)
     for scratch in ("optimized.onnx", "optimized.onnx.data"):
         (out.parent / scratch).unlink(missing_ok=True)
-    return {"layers": _layers(graph, plan), "kv_cache": kv, "optimized_op_types": ops,
-            "integer_kernels": _prove_integer(ops, len(graph.quantized)),
+    return {"layers": _layers(graph, plan), "lm_head": head, "kv_cache": kv,
+            "optimized_op_types": ops,
+            "integer_kernels": _prove_integer(ops, len(graph.quantized), plan.int8_head),
             "size_mb": round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 1)}
+
+
+def _int8_head(proto: Any) -> dict[str, Any]:
+    """The LM head as ONNX Runtime's weight-only int8 (MatMulNBits, symmetric, block 32,
+    accuracy level 4: its input quantized per block of 32 and an int8 dot product), in place.
+    The float table stays for the tied embeddings' Gather."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    heads = [n.name for n in proto.graph.node
+             if n.op_type == "MatMul" and layer_name(n.name) == "lm_head"]
+    if not heads:
+        return {"precision": "float", "reason": "no MatMul named lm_head in the graph"}
+    quantizer = MatMulNBitsQuantizer(proto, bits=8, block_size=32, is_symmetric=True,
+                                     accuracy_level=4, nodes_to_include=heads)
+    with _quiet():
+        quantizer.process()
+    if quantizer.model.model is not proto:
+        proto.CopyFrom(quantizer.model.model)
+    return {"precision": "int8 weight-only (MatMulNBits, block 32, accuracy level 4)"}
 
 
 def _layers(graph: Int8Graph, plan: BuildPlan) -> dict[str, Any]:
@@ -78,21 +100,23 @@ def _layers(graph: Int8Graph, plan: BuildPlan) -> dict[str, Any]:
     activations = {"token": "u8 per token (zero point 128), quantized at run time",
                    "tensor": "u8 per tensor with a zero point, quantized at run time "
                              "(ONNX Runtime quantize_dynamic)"}[plan.activations]
-    return {"int8": len(graph.quantized), "kept_float": list(graph.kept_float),
+    kept = [n for n in graph.kept_float if not (n == "lm_head" and plan.int8_head)]
+    return {"int8": len(graph.quantized), "kept_float": kept,
             "activation_quantizations": graph.activation_groups, "weights": weights,
             "activations": activations}
 
 
-def _prove_integer(ops: dict[str, int], expected: int) -> dict[str, Any]:
+def _prove_integer(ops: dict[str, int], expected: int, head: bool) -> dict[str, Any]:
     """The int8 layers must appear as fused integer kernels in the optimised graph."""
     found = sum(ops.get(op, 0) for op in INTEGER_KERNELS)
-    if found < expected:
+    if found < expected or (head and not ops.get("MatMulNBits")):
         raise VerificationError(
             f"ONNX Runtime's optimised graph runs {found} integer MatMul kernels for "
             f"{expected} int8 layers (op types {ops}); the int8 model would not be faster, "
             "so it is not written")
     return {"int8_layers": expected, "integer_kernels_in_optimised_graph": found,
-            "kernel": sorted(op for op in INTEGER_KERNELS if ops.get(op))}
+            "kernel": sorted(op for op in INTEGER_KERNELS if ops.get(op)),
+            "lm_head_kernel": "MatMulNBits" if head else None}
 
 
 def _ort_dynamic(proto: Any, fp32: Path, out: Path, plan: BuildPlan) -> Int8Graph:
