@@ -71,5 +71,7 @@ def apply_int8_cache(proto: Any, scales: dict[str, Any]) -> dict[str, Any]:
     for value in [*proto.graph.input, *proto.graph.output]:
         if value.name in cache_names:
             value.type.tensor_type.elem_type = TensorProto.INT8
+    per_token = 2 * len(nodes) * kv_heads * head_dim if nodes else 0
     return {"dtype": "int8", "layers": len(nodes),
-            "scales": "keys per channel, values per layer (static, from calibration)"}
+            "scales": "keys per channel, values per layer (static, from calibration)",
+            "bytes_per_token": per_token, "fp32_bytes_per_token": 4 * per_token}
