@@ -271,3 +271,16 @@ def test_cli_quantize_w8a8(tiny, tmp_path, capsys):
     assert main(["quantize", "builtin:digits-mlp", "--mode", "w8a8", "-o",
                  str(tmp_path / "x")]) == 2
     assert "is for causal LMs" in capsys.readouterr().err
+
+
+def test_a_missed_budget_keeps_the_most_sensitive_layers_float(tiny, tmp_path):
+    _, model = tiny
+    result = quantize_w8a8(model, tmp_path / "out", small_config(max_ppl_increase=1e-9),
+                           threads=1)
+    steps = result.report["budget"]["steps"]
+    assert steps[0]["met"] is False and not steps[0]["kept_float"] and len(steps) > 1
+    kept = [len(step["kept_float"]) for step in steps]
+    assert kept == sorted(kept) and result.met_budget is steps[-1]["met"]
+    written = result.report["graph"]["layers"]["kept_float"]
+    assert set(written) == set(steps[-1]["kept_float"])  # the last attempt is what is written
+    assert (tmp_path / "out" / "model.onnx").is_file()
