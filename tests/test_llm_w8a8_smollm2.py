@@ -52,3 +52,21 @@ def test_w8a8_smollm2_holds_perplexity(smollm2, tmp_path):
     assert graph["integer_kernels"]["integer_kernels_in_optimised_graph"] == 150
     assert fidelity["perplexity_change"] <= 0.04  # +2.1% measured on these 1,024 tokens
     assert fidelity["kl_mean"] <= 0.03 and fidelity["top1_agreement"] >= 0.9
+    # the folder runs unchanged in ONNX Runtime GenAI, greedy, like slimkit's engine
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from slimkit.llm.engine import Engine
+    from slimkit.llm.runtime import open_runtime
+
+    prompt = smollm2.tokenizer("The while statement is used for")["input_ids"]
+    ours = Engine(open_runtime(result.model, threads=2), stop_token_ids=()).run(prompt, 8)
+    genai = og.Model(str(result.folder))
+    params = og.GeneratorParams(genai)
+    params.set_search_options(max_length=len(prompt) + 8, do_sample=False)
+    generator = og.Generator(genai, params)
+    generator.append_tokens(np.asarray(prompt, np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    theirs = [int(t) for t in generator.get_sequence(0)[len(prompt):]]
+    assert theirs == ours.generated[:len(theirs)] and len(theirs) >= 4
