@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from slimkit.cli import quantize_llm
+from slimkit.cli import quantize_llm, quantize_w8a8
 from slimkit.cli.common import load, model_args
 from slimkit.cli.quantize_llm import LM_METHODS
 
 HELP = ("int8 (dynamic/static), int4 or fp16; causal LMs: weight-only int4/int8 (RTN, GPTQ, "
-        "AWQ, HQQ); verified and measured against float")
+        "AWQ, HQQ) or W8A8 (SmoothQuant); verified and measured against float")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "generation folder for a causal LM)")
     q = "quantize."  # flags of QuantizeConfig's fields
     p.add_argument("--mode", default=argparse.SUPPRESS, dest=q + "mode",  # each config's default
-                   choices=["dynamic", "static", "qat", "int4", "int8", "fp16"],
-                   help="default dynamic; causal LMs: int4 (default) or int8 weight-only")
+                   choices=["dynamic", "static", "qat", "int4", "int8", "fp16", "w8a8"],
+                   help="default dynamic; causal LMs: int4 (default) or int8 weight-only, or "
+                        "w8a8 (SmoothQuant + int8 weights + dynamic int8 activations)")
     p.add_argument("--calib", help="calibration data (static mode; training data in qat "
                                    "mode), e.g. builtin:digits:train")
     p.add_argument("--data", help="data to verify on (labels give accuracy); default --calib")
@@ -73,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for the speed measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     quantize_llm.add_arguments(p)
+    quantize_w8a8.add_arguments(p)
 
 
 BUDGET_NOT_MET = 5  # distinct from errors: a model was written, but the budget does not hold
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from slimkit.io import check_output_path, write_text_atomic
     from slimkit.quantize import QuantizeConfig, quantize
 
+    if getattr(args, "quantize.mode", None) == quantize_w8a8.MODE:
+        return quantize_w8a8.run(args)
     if is_causal_lm_spec(args.model):
         return quantize_llm.run(args)
     config = config_from_args(QuantizeConfig, args, "quantize")

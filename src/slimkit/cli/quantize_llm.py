@@ -8,6 +8,7 @@ import json
 
 LM_METHODS = ("rtn", "gptq", "awq", "hqq", "gguf")
 SHARED = ("mode", "method", "block_size")  # flags of QuantizeConfig that mean the same here
+LM_HEAD = "wquant.lm_head"  # one --lm-head flag for both LM modes (W8A8 reads it too)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asymmetric", action="store_const", const=False, dest=w + "symmetric",
                    default=argparse.SUPPRESS, help="a zero point per block (default: symmetric, "
                                                    "except hqq)")
-    g.add_argument("--lm-head", choices=("int8", "int4", "fp32"), dest=w + "lm_head",
-                   default=argparse.SUPPRESS, help="precision of the LM head (default int8)")
+    g.add_argument("--lm-head", choices=("int8", "int4", "fp32"), dest=LM_HEAD,
+                   default=argparse.SUPPRESS,
+                   help="precision of the LM head (default int8; --mode w8a8: int8 or fp32)")
     g.add_argument("--embeddings", choices=("int8", "int4", "fp32"), dest=w + "embeddings",
                    default=argparse.SUPPRESS,
                    help="precision of the token embedding (default int8; shared with a tied "

@@ -20,6 +20,7 @@ _API = {
     "Engine": "slimkit.llm.engine", "SequenceState": "slimkit.llm.engine",
     "CausalLMRuntime": "slimkit.llm.runtime", "open_runtime": "slimkit.llm.runtime",
     "load_text": "slimkit.llm.text",
+    "quantize_w8a8": "slimkit.llm.w8a8.api", "W8A8Config": "slimkit.llm.w8a8.config",
 }
 __all__ = sorted(_API)
 __getattr__, __dir__ = lazy_exports("slimkit.llm", _API, globals())

@@ -56,6 +56,8 @@ class CausalLMRuntime(Protocol):
 
 
 RUNTIMES: Registry[Any] = Registry("causal-LM runtime")
+# the KV cache's element type, from the graph's first past input (int8: slimkit.llm.w8a8)
+KV_DTYPES: dict[str, Any] = {"tensor(float16)": np.float16, "tensor(int8)": np.int8}
 
 
 def open_runtime(model: Model, runtime: str | None = None, threads: int | None = None) -> Any:
@@ -173,8 +175,7 @@ class OrtCausalLM:
         inputs = {i.name for i in [*self.session.get_inputs(),
                                    *self.session.get_overridable_initializers()]}
         self.keep_input = LOGITS_TO_KEEP if LOGITS_TO_KEEP in inputs else None
-        self.kv_dtype = np.float16 if "float16" in self.session.get_inputs()[2].type \
-            else np.float32
+        self.kv_dtype = KV_DTYPES.get(self.session.get_inputs()[2].type, np.float32)
         self.name = "onnxruntime"
         self.context_length = int(model.meta.get("context_length", 2048))
         self.vocab_size = int(self.session.get_outputs()[0].shape[-1])
