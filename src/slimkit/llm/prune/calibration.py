@@ -38,10 +38,11 @@ class Calibration:
                 "tokens_in_text": self.tokens_in_text}
 
 
-def calibration_windows(tokenizer: Any, text: str | Text, windows: int,
+def calibration_windows(tokenizer: Any, text: str | Text, windows: int | None,
                         window: int) -> Calibration:
-    """``windows`` disjoint windows of ``window`` tokens spread evenly over ``text`` (fewer,
-    logged, when the text is short; an error when it is shorter than one window). A built-in
+    """``windows`` disjoint windows of ``window`` tokens spread evenly over ``text`` (None: all
+    the text holds; fewer, logged, when the text is short; an error when it is shorter than
+    one window). A built-in
     text must be its calibration part: evaluating on what was calibrated on would flatter.
 
     Example:
@@ -62,6 +63,7 @@ def calibration_windows(tokenizer: Any, text: str | Text, windows: int,
     if available < 1:
         raise DataError(f"calibration text '{source.source}' has {len(ids)} tokens, fewer "
                         f"than one window of {window}; give a longer text or a smaller window")
+    windows = available if windows is None else windows
     if available < windows:
         log.warning("calibration text '%s' holds %d windows of %d tokens; %d asked",
                     source.source, available, window, windows)
