@@ -64,12 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_mapping
+    from slimkit.cli.llm import is_causal_lm_spec
     from slimkit.data import load_data
     from slimkit.distill import DistillConfig, distill, narrow_student, shallow_student
     from slimkit.errors import InputError
     from slimkit.io import check_output_path
-
-    from slimkit.cli.llm import is_causal_lm_spec
 
     if is_causal_lm_spec(args.model):
         from slimkit.cli.llm_prune import distill_causal_lm

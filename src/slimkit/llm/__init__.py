@@ -1,7 +1,8 @@
 """Causal language models on CPU: load (HF folders, GGUF, ``builtin:smollm2``), evaluate
 (perplexity, KL and top-1 agreement against a reference), export for generation (ONNX with a
 KV cache in ONNX Runtime GenAI's layout, verified against torch), and generate (a reusable
-engine with batched decode steps, torch or ONNX Runtime).
+engine with batched decode steps, torch or ONNX Runtime); prune (``prune_llm``: Wanda,
+SparseGPT, 2:4, GQA-consistent width, depth) and recover by distillation (``distill_llm``).
 
 Names load lazily: ``import slimkit.llm`` imports neither transformers nor onnxruntime.
 """
@@ -20,6 +21,8 @@ _API = {
     "Engine": "slimkit.llm.engine", "SequenceState": "slimkit.llm.engine",
     "CausalLMRuntime": "slimkit.llm.runtime", "open_runtime": "slimkit.llm.runtime",
     "load_text": "slimkit.llm.text",
+    "prune_llm": "slimkit.llm.prune", "LLMPruneConfig": "slimkit.llm.prune",
+    "distill_llm": "slimkit.llm.distill", "LLMDistillConfig": "slimkit.llm.distill",
 }
 __all__ = sorted(_API)
 __getattr__, __dir__ = lazy_exports("slimkit.llm", _API, globals())

@@ -155,7 +155,7 @@ def distill_llm(student: Model, teacher: Model, text: str | Text = CALIBRATION_T
     trainer = Trainer(trained, data, config.train_config(len(data)),
                       distill_loss(teacher_hf, config), before_step=lambda _: apply_masks(masks),
                       description="distilling")
-    trainer.run(after_step=lambda _, loss: losses.append(loss) is not None)
+    trainer.run(after_step=lambda _, loss: _record(losses, loss))
     apply_masks(masks)
     seconds = {"wall": round(time.perf_counter() - start, 1),
                "cpu": round(time.process_time() - cpu, 1)}
@@ -205,9 +205,9 @@ def mean_kl(teacher_hf: Any, student_hf: Any, ids: torch.Tensor) -> float:
     return round(float(soft_kl(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), 1.0)), 5)
 
 
-def sparse_masks(hf: Any) -> dict[torch.nn.Parameter, torch.Tensor]:
+def sparse_masks(hf: Any) -> dict[torch.Tensor, torch.Tensor]:
     """The non-zero pattern of every Linear weight with more than ``SPARSE_KEEP`` zeros."""
-    masks = {}
+    masks: dict[torch.Tensor, torch.Tensor] = {}
     for module in hf.modules():
         if isinstance(module, torch.nn.Linear) and module.weight.requires_grad:
             keep = module.weight.detach() != 0
@@ -216,7 +216,7 @@ def sparse_masks(hf: Any) -> dict[torch.nn.Parameter, torch.Tensor]:
     return masks
 
 
-def apply_masks(masks: dict[torch.nn.Parameter, torch.Tensor]) -> None:
+def apply_masks(masks: dict[torch.Tensor, torch.Tensor]) -> None:
     with torch.no_grad():
         for param, keep in masks.items():
             param.mul_(keep)
@@ -226,6 +226,11 @@ def _freeze_embeddings(hf: Any, train: bool) -> None:
     for layer in (hf.get_input_embeddings(), hf.get_output_embeddings()):
         if layer is not None:
             layer.weight.requires_grad_(train)
+
+
+def _record(losses: list[float], loss: float) -> bool:
+    losses.append(loss)
+    return False  # never stop early
 
 
 def _mean(values: list[float]) -> float | None:

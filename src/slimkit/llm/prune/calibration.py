@@ -9,6 +9,7 @@ one copy of the hidden states, not the model's activations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,10 +127,8 @@ def layer_stream(hf: Any, ids: torch.Tensor, batch: int = BATCH) -> LayerStream:
     try:
         with torch.no_grad():
             for chunk in ids.split(batch):
-                try:
+                with contextlib.suppress(_Caught):
                     hf(input_ids=chunk, use_cache=False)
-                except _Caught:
-                    pass
     finally:
         handle.remove()
     return stream

@@ -19,7 +19,7 @@ What differs from ``slimkit.prune``'s transformer planner, and why it is here:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def _rows(heads: tuple[int, ...], size: int) -> tuple[int, ...]:
 
 def _linear(module: torch.nn.Module, name: str, out_keep: tuple[int, ...] | None = None,
             in_keep: tuple[int, ...] | None = None) -> LayerEdit:
-    layer = module.get_submodule(name)
+    layer = cast(torch.nn.Linear, module.get_submodule(name))  # a finder checked the type
     return LayerEdit(name, "Linear", layer.out_features, layer.in_features, out_keep, in_keep)
 
 
