@@ -213,3 +213,23 @@ def test_a_ratio_that_would_empty_a_layer_is_refused(tiny, config, match):
 def test_config_refuses_what_cannot_work(kwargs):
     with pytest.raises(InputError):
         LLMPruneConfig(**kwargs)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(method="width", head_ratio=0.5, ffn_ratio=0.25, round_to=8),
+    dict(method="width", head_ratio=0.5, head_unit="group", round_to=8),
+    dict(method="depth", ratio=0.5),
+])
+def test_pruned_models_export_for_generation(tiny, tmp_path, settings):
+    import json
+
+    pytest.importorskip("onnxruntime_genai")
+    result = prune_llm(tiny["llama"], LLMPruneConfig(**settings, **CAL))
+    exported = result.export(tmp_path / "gen")
+    assert exported.report["verification"]["same_greedy_tokens"]
+    decoder = json.loads((exported.folder / "genai_config.json").read_text())["model"]["decoder"]
+    config = result.model.module.model.config
+    assert decoder["num_hidden_layers"] == config.num_hidden_layers
+    assert decoder["num_attention_heads"] == config.num_attention_heads
+    assert decoder["num_key_value_heads"] == config.num_key_value_heads
+    assert decoder["head_size"] == 16 and (exported.folder / "slimkit_prune.json").is_file()

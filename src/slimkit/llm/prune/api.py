@@ -74,6 +74,17 @@ class LLMPruneResult:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
 
+    def export(self, folder: str | Path, config: Any = None) -> Any:
+        """The generation folder of the pruned model (``export_for_generation``: fp32 ONNX
+        with a KV cache, verified against the pruned torch model), with ``slimkit_prune.json``
+        beside it; the export's result."""
+        from slimkit.llm.export import export_for_generation
+
+        result = export_for_generation(self.model, folder, config)
+        (result.folder / REPORT_FILE).write_text(json.dumps(self.report, indent=1, default=str),
+                                                 encoding="utf-8")
+        return result
+
 
 def prune_llm(model: Model, config: LLMPruneConfig | None = None, *,
               calib: str | Text = CALIBRATION_TEXT) -> LLMPruneResult:
