@@ -55,6 +55,8 @@ SPARSE = {
     "sparsegpt 50%": {"method": "sparsegpt", "ratio": 0.5},
 }
 QUICK = ("depth 25%", "wanda 2:4")
+DEFAULT = ("depth 25%", "width FFN 25%", "magnitude 2:4", "wanda 2:4", "sparsegpt 2:4",
+           "wanda 50%")  # the others with --variants
 
 
 def log(*parts: Any) -> None:
@@ -86,11 +88,12 @@ def make_variants(model: Any, names: list[str], distill: tuple[int, float],
     return out
 
 
-def sizes(model: Any) -> dict[str, int]:
+def sizes(model: Any, compress: bool) -> dict[str, Any]:
+    """fp32 and sparse-format bytes; zlib level 1 (gzip -1) bytes where zeros are the point."""
     from slimkit.llm.prune.size import compressed_bytes, weight_bytes
 
     hf = model.module.model
-    return {**weight_bytes(hf), "zlib": compressed_bytes(hf)}
+    return {**weight_bytes(hf), "zlib": compressed_bytes(hf, level=1) if compress else None}
 
 
 def quality(variants: dict[str, tuple[Any, dict[str, Any]]], reference: Any,
@@ -145,12 +148,14 @@ def markdown(rows: dict[str, Any]) -> str:
              "sparse-format MB | zlib MB | CPU min (prune + distill) |", "|---" * 9 + "|"]
     for name, r in rows.items():
         q, t, s = r["quality"], r["timing"], r["bytes"]
+        zlib = f"{s['zlib'] / 1e6:.0f}" if s["zlib"] else "-"
         cpu = (r.get("prune", {}).get("seconds", {}).get("cpu", 0)
                + r.get("distill", {}).get("seconds", {}).get("cpu", 0)) / 60
         lines.append(f"| {name} | {q['perplexity']:.2f} ({100 * q['perplexity_change']:+.1f}%) "
                      f"| {q['kl_mean']:.3f} | {t['decode_tok_s_p50']} ({t['decode_speedup']}x) "
                      f"| {t['ttft_ms']:.0f} | {s['dense'] / 1e6:.0f} | "
-                     f"{s['sparse_format'] / 1e6:.0f} | {s['zlib'] / 1e6:.0f} | {cpu:.1f} |")
+                     f"{s['sparse_format'] / 1e6:.0f} | "
+                     f"{zlib} | {cpu:.1f} |")
     return "\n".join(lines)
 
 
@@ -173,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     rounds, new, ppl_tokens, steps = (2, 32, 1024, 4) if args.quick else (5, 64, 4096, 48)
     steps = steps if args.distill_steps is None else args.distill_steps
     names = args.variants.split(",") if args.variants else \
-        (list(QUICK) if args.quick else [*STRUCTURED, *SPARSE])
+        list(QUICK if args.quick else DEFAULT)
     output = args.output or RESULTS / ("llm_prune-quick.json" if args.quick else "llm_prune.json")
     started, load_before = time.perf_counter(), os.getloadavg()
     model = load_model(args.model)
     variants = make_variants(model, names, (steps, args.distill_lr), args.windows)
     rows: dict[str, Any] = {name: dict(record) for name, (_, record) in variants.items()}
     for name, (variant, _) in variants.items():
-        rows[name]["bytes"] = sizes(variant)
+        rows[name]["bytes"] = sizes(variant, name == "unpruned" or name in SPARSE)
     for name, result in quality(variants, model, ppl_tokens).items():
         rows[name]["quality"] = result
     with tempfile.TemporaryDirectory(prefix="bench-llm-prune-") as tmp:

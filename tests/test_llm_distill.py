@@ -93,3 +93,14 @@ def test_cli_two_four_and_its_bad_input(folder, tmp_path, capsys):
     assert "pattern 2:4 applies to" in capsys.readouterr().err
     assert main(["prune", str(folder), "-o", str(tmp_path / "u"), "--unstructured"]) == 2
     assert "do not apply to a causal LM" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_foreign_output_folder_before_any_work(folder, tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["prune", str(folder), "-o", str(busy), "--method", "depth"]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert main(["distill", str(folder), "--student", str(folder), "--data",
+                 "builtin:python-reference:calibration", "-o", str(busy)]) == 2
+    assert (busy / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -47,6 +47,7 @@ def prune_causal_lm(args: argparse.Namespace) -> None:
     from slimkit.cli.console import print_mapping
     from slimkit.errors import InputError
     from slimkit.llm.prune import LLMPruneConfig, prune_llm
+    from slimkit.llm.prune.api import REPORT_FILE, check_output_folder
     from slimkit.load import load_model
 
     if getattr(args, "prune.mode") == "unstructured" or args.sensitivity \
@@ -58,6 +59,7 @@ def prune_causal_lm(args: argparse.Namespace) -> None:
                                                        "seed", "round_to")}
     shared = {k: v for k, v in shared.items() if v is not None}
     config = config_from_args(LLMPruneConfig, args, "llmprune", **shared)
+    check_output_folder(args.output, REPORT_FILE)  # before the work
     result = prune_llm(load_model(args.model), config, calib=args.calib)
     folder = result.save(args.output)
     if args.json:
@@ -105,7 +107,8 @@ def distill_causal_lm(args: argparse.Namespace) -> None:
     """``slimkit distill`` of a causal LM: recovery of a pruned student from the teacher."""
     from slimkit.cli.console import print_mapping
     from slimkit.errors import InputError
-    from slimkit.llm.distill import LLMDistillConfig, distill_llm
+    from slimkit.llm.distill import REPORT_FILE, LLMDistillConfig, distill_llm
+    from slimkit.llm.prune.api import check_output_folder
     from slimkit.load import load_model
 
     if args.student is None:
@@ -119,6 +122,7 @@ def distill_causal_lm(args: argparse.Namespace) -> None:
               "seed": getattr(args, "distill.seed")}
     config = config_from_args(LLMDistillConfig, args, "llmdistill",
                               **{k: v for k, v in shared.items() if v is not None})
+    check_output_folder(args.output, REPORT_FILE)  # before the work
     teacher, student = load_model(args.model), load_model(args.student)
     result = distill_llm(student, teacher, args.data, config)
     folder = result.save(args.output)

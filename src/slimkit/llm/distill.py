@@ -28,8 +28,9 @@ from torch.nn import functional as F
 
 from slimkit.data import Dataset
 from slimkit.distill.losses import soft_kl
-from slimkit.errors import InputError, OutputPathError
+from slimkit.errors import InputError
 from slimkit.llm.load import hf_module, save_hf_folder
+from slimkit.llm.prune.api import check_output_folder
 from slimkit.llm.prune.calibration import calibration_windows
 from slimkit.llm.prune.config import CALIBRATION_TEXT
 from slimkit.llm.text import Text
@@ -104,17 +105,13 @@ class LLMDistillResult:
 
     def save(self, folder: str | Path) -> Path:
         """A Hugging Face folder plus ``slimkit_distill.json``, renamed into place."""
-        out = Path(folder).expanduser()
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-            raise OutputPathError(f"'{out}' exists and is not an empty folder; choose a new one")
-        if not out.parent.is_dir():
-            raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
+        out = check_output_folder(folder, REPORT_FILE)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         try:
             save_hf_folder(self.model, tmp)
             (tmp / REPORT_FILE).write_text(json.dumps(self.report, indent=1), encoding="utf-8")
             if out.exists():
-                out.rmdir()
+                shutil.rmtree(out)
             tmp.rename(out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

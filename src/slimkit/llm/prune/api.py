@@ -54,13 +54,7 @@ class LLMPruneResult:
     def save(self, folder: str | Path) -> Path:
         """Write a Hugging Face folder (config, safetensors, tokenizer) plus
         ``slimkit_prune.json``; built beside ``folder`` and renamed into place."""
-        out = Path(folder).expanduser()
-        if out.exists() and not (out.is_dir() and (not any(out.iterdir())
-                                                   or (out / REPORT_FILE).is_file())):
-            raise OutputPathError(f"'{out}' exists and is not an empty folder or one "
-                                  "'slimkit prune' wrote; choose a new folder")
-        if not out.parent.is_dir():
-            raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
+        out = check_output_folder(folder, REPORT_FILE)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         try:
             save_hf_folder(self.model, tmp)
@@ -84,6 +78,19 @@ class LLMPruneResult:
         (result.folder / REPORT_FILE).write_text(json.dumps(self.report, indent=1, default=str),
                                                  encoding="utf-8")
         return result
+
+
+def check_output_folder(folder: str | Path, marker: str) -> Path:
+    """``folder`` as a Path if it can take a model: new, empty, or written before by this
+    command (it holds ``marker``); checked before any work, so a bad path costs nothing."""
+    out = Path(folder).expanduser()
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
+                                               or (out / marker).is_file())):
+        raise OutputPathError(f"'{out}' exists and is not an empty folder or one slimkit wrote "
+                              f"(with {marker}); choose a new folder")
+    if not out.parent.is_dir():
+        raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
+    return out
 
 
 def prune_llm(model: Model, config: LLMPruneConfig | None = None, *,
