@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="builtin:smollm2",
                    help="the causal LM (default builtin:smollm2; a tiny HF folder for a smoke run)")
     p.add_argument("--windows", type=int, default=32, help="calibration windows of 512")
+    p.add_argument("--rounds", type=int, help="timed rounds (default 5; --quick 2)")
+    p.add_argument("--ppl-tokens", type=int, help="evaluation tokens (default 4096; --quick "
+                   "1024)")
     p.add_argument("-o", "--output", type=Path)
     args = p.parse_args(argv)
     from slimkit.bench.environment import environment
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds, new, ppl_tokens, steps = (2, 32, 1024, 4) if args.quick else (5, 64, 4096, 48)
     steps = steps if args.distill_steps is None else args.distill_steps
+    rounds = args.rounds or rounds
+    ppl_tokens = args.ppl_tokens or ppl_tokens
     names = args.variants.split(",") if args.variants else \
         list(QUICK if args.quick else DEFAULT)
     output = args.output or RESULTS / ("llm_prune-quick.json" if args.quick else "llm_prune.json")
