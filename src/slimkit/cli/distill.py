@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 from slimkit.cli.common import load, model_args
+from slimkit.cli.llm_prune import add_distill_arguments
 
 HELP = "train a smaller student to match a teacher (soft targets, hints or embeddings)"
 
 
 D = "distill."  # flags of DistillConfig's fields
+GENERIC_DEFAULTS = {D + "temperature": 4.0, D + "lr": 1e-3, D + "batch_size": 32}  # not LMs'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", help="validation data: early stopping and the best student")
     p.add_argument("--loss", dest=D + "loss",
                    default="kd", choices=["kd", "embedding-mse", "embedding-cosine"])
-    p.add_argument("--temperature", dest=D + "temperature", type=float, default=4.0)
+    p.add_argument("--temperature", dest=D + "temperature", type=float,
+                   help="softening of both distributions (default 4; causal LMs: 1)")
     p.add_argument("--alpha", dest=D + "alpha",
                    type=float, default=0.9, help="weight of the soft (teacher) term")
     p.add_argument("--hint", action="append", default=[], metavar="STUDENT=TEACHER",
@@ -40,10 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learn a Linear from the student's output width to the teacher's")
     p.add_argument("--epochs", dest=D + "epochs", type=int, default=1)
     p.add_argument("--max-steps", dest=D + "max_steps", type=int)
-    p.add_argument("--lr", dest=D + "lr", type=float, default=1e-3)
+    p.add_argument("--lr", dest=D + "lr", type=float,
+                   help="learning rate (default 1e-3; causal LMs: 1e-4)")
     p.add_argument("--optimizer", dest=D + "optimizer",
                    default="adam", choices=["adam", "adamw", "sgd"])
-    p.add_argument("--batch-size", dest=D + "batch_size", type=int, default=32)
+    p.add_argument("--batch-size", dest=D + "batch_size", type=int,
+                   help="examples per step (default 32; causal LMs: 4 windows)")
     p.add_argument("--seed", dest=D + "seed", type=int, default=0)
     p.add_argument("--eval-every", dest=D + "eval_every",
                    type=int, default=0, help="steps (0: every epoch)")
@@ -53,16 +58,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", dest=D + "checkpoint_every", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_distill_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
     from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_mapping
+    from slimkit.cli.llm import is_causal_lm_spec
     from slimkit.data import load_data
     from slimkit.distill import DistillConfig, distill, narrow_student, shallow_student
     from slimkit.errors import InputError
     from slimkit.io import check_output_path
 
+    if is_causal_lm_spec(args.model):
+        from slimkit.cli.llm_prune import distill_causal_lm
+
+        return distill_causal_lm(args)
+    for dest, value in GENERIC_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     if args.resume and not args.checkpoint:
         raise InputError("--resume needs --checkpoint FOLDER")
     config = config_from_args(DistillConfig, args, "distill")

@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from slimkit.cli.common import csv, load, model_args
+from slimkit.cli.llm_prune import add_prune_arguments
+
+GENERIC_DEFAULTS = {"prune.ratio": 0.5, "prune.round_to": 8}  # causal LMs have their own
 
 HELP = "remove channels (a smaller model) or mask weights; optionally fine-tune"
 CRITERIA = "l1, l2, random (no data); taylor, saliency (gradients); activation (w^2 E[x^2] " \
@@ -22,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="structured", dest=pr + "mode",
                    help="mask single weights (no speed-up on dense runtimes) instead of "
                         "removing channels")
-    p.add_argument("--ratio", type=float, default=0.5, help="share to remove, in [0, 1)",
-                   dest=pr + "ratio")
+    p.add_argument("--ratio", type=float, help="share to remove, in [0, 1) (default 0.5; "
+                   "causal LMs: see below)", dest=pr + "ratio")
     p.add_argument("--head-ratio", type=float, dest=pr + "head_ratio",
                    help="transformers: share of attention heads to remove (default: --ratio)")
     p.add_argument("--ffn-ratio", type=float, dest=pr + "ffn_ratio",
@@ -40,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    dest=pr + "importance")
     p.add_argument("--group-reduce", default="sum", choices=["sum", "mean"],
                    dest=pr + "group_reduce")
-    p.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple",
-                   dest=pr + "round_to")
+    p.add_argument("--round-to", type=int, dest=pr + "round_to",
+                   help="keep channel counts a multiple (default 8; causal LMs: FFN width, 32)")
     p.add_argument("--exclude", action="append", default=[], metavar="RULE", dest=pr + "exclude",
                    help="layers never pruned: name:EXACT, re:REGEX or type:OP (repeatable)")
     p.add_argument("--data", help="data for data-driven importance, sparse training and "
@@ -73,16 +76,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure ONNX Runtime latency before/after in the same run")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_prune_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
     from slimkit.cli.common import config_from_args
     from slimkit.cli.console import print_prune
+    from slimkit.cli.llm import is_causal_lm_spec
     from slimkit.data import load_data
     from slimkit.io import check_output_path
     from slimkit.prune import AdvancedPrune, PruneConfig, prune
     from slimkit.train import FinetuneConfig
 
+    if is_causal_lm_spec(args.model):
+        from slimkit.cli.llm_prune import prune_causal_lm
+
+        return prune_causal_lm(args)
+    for dest, value in GENERIC_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     config = config_from_args(PruneConfig, args, "prune")
     finetune = config_from_args(FinetuneConfig, args, "finetune", seed=config.seed)
     advanced = AdvancedPrune(tuple(args.sensitivity_ratios) if args.sensitivity else (),
