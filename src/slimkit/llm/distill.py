@@ -13,10 +13,7 @@ frozen, which keeps the vocabulary matrix shared with the teacher and saves a si
 from __future__ import annotations
 
 import copy
-import json
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +26,7 @@ from torch.nn import functional as F
 from slimkit.data import Dataset
 from slimkit.distill.losses import soft_kl
 from slimkit.errors import InputError
-from slimkit.llm.load import hf_module, save_hf_folder
+from slimkit.llm.load import hf_module, write_hf_folder
 from slimkit.llm.prune.api import check_output_folder
 from slimkit.llm.prune.calibration import calibration_windows
 from slimkit.llm.prune.config import CALIBRATION_TEXT
@@ -105,17 +102,8 @@ class LLMDistillResult:
 
     def save(self, folder: str | Path) -> Path:
         """A Hugging Face folder plus ``slimkit_distill.json``, renamed into place."""
-        out = check_output_folder(folder, REPORT_FILE)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            save_hf_folder(self.model, tmp)
-            (tmp / REPORT_FILE).write_text(json.dumps(self.report, indent=1), encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return write_hf_folder(self.model, check_output_folder(folder, REPORT_FILE),
+                               REPORT_FILE, self.report)
 
 
 def distill_llm(student: Model, teacher: Model, text: str | Text = CALIBRATION_TEXT,

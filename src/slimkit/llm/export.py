@@ -94,7 +94,7 @@ def export_for_generation(model: Model, folder: str | Path,
         (True, True)
     """
     config = config or GenerationExportConfig()
-    out = _check_output(Path(folder).expanduser())
+    out = check_generation_output(Path(folder).expanduser())
     hf = hf_module(model)
     architecture = check_supported(hf)
     if model.tokenizer is None:
@@ -127,11 +127,13 @@ def check_supported(hf: Any) -> str:
     return architecture
 
 
-def _check_output(out: Path) -> Path:
+def check_generation_output(out: Path, what: str = "the export") -> Path:
+    """``out`` if a generation folder may be written there: new, empty, or a generation folder
+    written before (replaced); checked before any work, so a bad path costs nothing."""
     if out.exists() and not (out.is_dir() and ((out / GENAI_CONFIG).is_file()
                                                or not any(out.iterdir()))):
         raise OutputPathError(f"'{out}' exists and is not an empty folder or a generation "
-                              "folder; choose a new folder for the export")
+                              f"folder; choose a new folder for {what}")
     if not out.parent.is_dir():
         raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
     return out

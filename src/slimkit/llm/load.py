@@ -224,6 +224,27 @@ def save_hf_folder(model: Model, folder: Path) -> Path:
     return folder
 
 
+def write_hf_folder(model: Model, out: Path, report_file: str, report: dict[str, Any]) -> Path:
+    """Save ``model`` as a Hugging Face folder with ``report`` as ``report_file`` inside, built
+    in a temporary folder beside ``out`` and renamed into place (replacing ``out`` only once
+    the new folder is complete), so a failure leaves no half-written model."""
+    import json
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        save_hf_folder(model, tmp)
+        (tmp / report_file).write_text(json.dumps(report, indent=1, default=str),
+                                       encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def hf_module(model: Model) -> Any:
     """The transformers model inside a causal-LM ``Model``."""
     module = model.require_module("this step")

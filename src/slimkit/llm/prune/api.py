@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,7 +21,7 @@ import torch
 from slimkit.errors import InputError, OutputPathError, VerificationError
 from slimkit.graph.plan import PrunePlan
 from slimkit.llm.evaluate import kl_divergence
-from slimkit.llm.load import hf_module, save_hf_folder
+from slimkit.llm.load import hf_module, write_hf_folder
 from slimkit.llm.prune.calibration import Calibration, calibration_windows
 from slimkit.llm.prune.config import CALIBRATION_TEXT, LLMPruneConfig, LLMPruneMethod
 from slimkit.llm.prune.depth import choose_layers, drop_layers
@@ -54,19 +52,9 @@ class LLMPruneResult:
     def save(self, folder: str | Path) -> Path:
         """Write a Hugging Face folder (config, safetensors, tokenizer) plus
         ``slimkit_prune.json``; built beside ``folder`` and renamed into place."""
-        out = check_output_folder(folder, REPORT_FILE)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            save_hf_folder(self.model, tmp)
-            record = {**self.report, "plan": self.plan.to_dict() if self.plan else None}
-            (tmp / REPORT_FILE).write_text(json.dumps(record, indent=1, default=str),
-                                           encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        record = {**self.report, "plan": self.plan.to_dict() if self.plan else None}
+        return write_hf_folder(self.model, check_output_folder(folder, REPORT_FILE),
+                               REPORT_FILE, record)
 
     def export(self, folder: str | Path, config: Any = None) -> Any:
         """The generation folder of the pruned model (``export_for_generation``: fp32 ONNX

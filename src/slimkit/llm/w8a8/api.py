@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.errors import InputError, OutputPathError, VerificationError
+from slimkit.errors import InputError, VerificationError
+from slimkit.llm.export import check_generation_output
 from slimkit.llm.w8a8.build import BuildPlan, build_int8_folder
 from slimkit.llm.w8a8.config import CALIBRATION_TEXT, SpeedConfig, W8A8Config
 from slimkit.llm.w8a8.smooth import SmoothingPlan, smooth_decoder
@@ -68,7 +69,7 @@ def quantize_w8a8(model: Model, output: str | Path, config: W8A8Config | None = 
 
     config = config or W8A8Config()
     start = time.perf_counter()
-    out = _check_output(Path(output).expanduser())
+    out = check_generation_output(Path(output).expanduser(), "the W8A8 model")
     check_supported(hf_module(model))
     if model.tokenizer is None:
         raise InputError(f"'{model.source}' has no tokenizer; W8A8 calibrates on text")
@@ -101,17 +102,6 @@ def quantize_w8a8(model: Model, output: str | Path, config: W8A8Config | None = 
     return W8A8Result(out, load_generation_folder(out, name=f"{model.name}-w8a8"), report,
                       report["budget"].get("met"))
 
-
-def _check_output(out: Path) -> Path:
-    from slimkit.llm.load import is_generation_folder
-
-    if out.exists() and not (out.is_dir() and (is_generation_folder(out)
-                                               or not any(out.iterdir()))):
-        raise OutputPathError(f"'{out}' exists and is not an empty folder or a generation "
-                              "folder; choose a new folder for the W8A8 model")
-    if not out.parent.is_dir():
-        raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
-    return out
 
 
 def _calibration(model: Model, calib: str,

@@ -6,11 +6,9 @@ graph runs integer kernels for every int8 layer."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from slimkit.llm.w8a8.onnx_int8 import (
     quantize_matmuls,
     weight_matmuls,
 )
+from slimkit.quantize.calibration import quiet
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
@@ -86,7 +85,7 @@ def _int8_head(proto: Any) -> dict[str, Any]:
         return {"precision": "float", "reason": "no MatMul named lm_head in the graph"}
     quantizer = MatMulNBitsQuantizer(proto, bits=8, block_size=32, is_symmetric=True,
                                      accuracy_level=4, nodes_to_include=heads)
-    with _quiet():
+    with quiet():
         quantizer.process()
     if quantizer.model.model is not proto:
         proto.CopyFrom(quantizer.model.model)
@@ -128,7 +127,7 @@ def _ort_dynamic(proto: Any, fp32: Path, out: Path, plan: BuildPlan) -> Int8Grap
 
     nodes = weight_matmuls(proto)
     kept = [n.name for n in nodes if plan.keep_float(layer_name(n.name))]
-    with _quiet():
+    with quiet():
         quantize_dynamic(fp32 / MODEL_FILE, out / MODEL_FILE, op_types_to_quantize=["MatMul"],
                          per_channel=True, reduce_range=plan.qmax < 127,
                          weight_type=QuantType.QInt8, nodes_to_exclude=kept,
@@ -138,16 +137,3 @@ def _ort_dynamic(proto: Any, fp32: Path, out: Path, plan: BuildPlan) -> Int8Grap
     quantized = [layer_name(n.name) for n in nodes if n.name not in kept]
     return Int8Graph(tuple(quantized), tuple(layer_name(k) for k in kept), len(quantized))
 
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ORT's quantization tools print on stdout and advise through the root logger; silence
-    both for the call and restore them after."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from slimkit.errors import OutputPathError
+from slimkit.llm.export import check_generation_output
 from slimkit.llm.wquant.config import Method, WeightQuantConfig
 from slimkit.model import Model
 
@@ -55,7 +55,7 @@ def quantize_weights(model: Model, output_folder: str | Path,
     from slimkit.llm.load import hf_module
 
     config = config or WeightQuantConfig()
-    out = _check_output(Path(output_folder).expanduser())
+    out = check_generation_output(Path(output_folder).expanduser(), "the quantized model")
     hf = hf_module(model)
     check_supported(hf)
     start = time.perf_counter()
@@ -138,14 +138,3 @@ def check_logits(work: Any) -> None:
         raise VerificationError("the quantized model gives NaN or infinite logits (weights "
                                 "too large for its compute?); nothing was written")
 
-
-def _check_output(out: Path) -> Path:
-    from slimkit.llm.load import is_generation_folder
-
-    if out.exists() and not (is_generation_folder(out) or (out.is_dir()
-                                                           and not any(out.iterdir()))):
-        raise OutputPathError(f"'{out}' exists and is not an empty folder or a generation "
-                              "folder; choose a new folder for the quantized model")
-    if not out.parent.is_dir():
-        raise OutputPathError(f"cannot write '{out}': folder '{out.parent}' does not exist")
-    return out
