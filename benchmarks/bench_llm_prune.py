@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short smoke run (indicative only)")
     p.add_argument("--variants", help="comma-separated subset of: "
-                   + ", ".join([*STRUCTURED, *SPARSE]))
+                   + ", ".join([*STRUCTURED, *SPARSE]).replace("%", "%%"))
     p.add_argument("--distill-steps", type=int, help="steps of 4 x 256 tokens (default 48; "
                    "--quick 4)")
     p.add_argument("--distill-lr", type=float, default=2e-4, help="peak learning rate")
