@@ -45,6 +45,8 @@ LAYERS_ONLY = {"lm_head": "fp32", "embeddings": "fp32"}
 SLIMKIT_ROWS: dict[str, dict[str, Any]] = {
     "rtn b128 sym (layers)": {"block_size": 128, **LAYERS_ONLY},
     "gptq b128 sym (layers)": {"block_size": 128, "method": "gptq", **LAYERS_ONLY},
+    "gptq b128 sym act-order (layers)": {"block_size": 128, "method": "gptq", "act_order": True,
+                                         **LAYERS_ONLY},
     "awq b128 sym (layers)": {"block_size": 128, "method": "awq", **LAYERS_ONLY},
     "hqq b128 asym (layers)": {"block_size": 128, "method": "hqq", **LAYERS_ONLY},
     "int8 rtn b32 sym": {"mode": "int8"},
@@ -55,6 +57,8 @@ SLIMKIT_ROWS: dict[str, dict[str, Any]] = {
     "int4 gptq b32 asym": {"method": "gptq", "symmetric": False},
     "int4 gptq b64 sym, int4 head": {"method": "gptq", "block_size": 64, "lm_head": "int4"},
     "int4 gptq b128 sym, int4 head": {"method": "gptq", "block_size": 128, "lm_head": "int4"},
+    "int4 gptq b128 sym act-order, int4 head": {"method": "gptq", "block_size": 128,
+                                                "lm_head": "int4", "act_order": True},
     "int4 awq b128 sym, int4 head": {"method": "awq", "block_size": 128, "lm_head": "int4"},
     "int4 gptq b128 sym, keep 10% at 8 bits": {"method": "gptq", "block_size": 128,
                                                "keep_8bit": 0.1},
@@ -83,6 +87,7 @@ def build_slimkit(model: Any, rows: list[str], scratch: Path, quick: bool) -> di
         kw = dict(SLIMKIT_ROWS[name])
         advanced = AdvancedWeightQuantConfig(
             ppl_windows=1, speed_rounds=0, float_zero_points=kw.pop("float_zero_points", False),
+            gptq_act_order=kw.pop("act_order", False),
             calibration_windows=8 if quick else 16)
         start = time.perf_counter()
         result = quantize_weights(model, scratch / f"s{len(out)}",
