@@ -41,6 +41,16 @@ def test_hf_causal_lm_folder_loads_as_causal_lm(tiny_folder):
     assert model.tokenizer.chat_template
 
 
+def test_synthetic_data_stays_within_the_learned_positions(tiny_folder):
+    # a GPT-Neo/OPT with 64 positions failed every synthetic-data step at 128 tokens
+    from slimkit.data import synthetic
+
+    model = load_causal_lm(tiny_folder)
+    assert model.inputs[0].dynamic_range == (1, 254)  # max_position_embeddings 256, less 2
+    batch = synthetic(model.inputs, 2, seed=0).first_batch(2)
+    assert batch["input_ids"].shape[1] <= 254
+
+
 def test_auto_map_is_refused(tmp_path, tiny_folder):
     import shutil
 

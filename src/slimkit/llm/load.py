@@ -22,6 +22,7 @@ import torch
 from slimkit._deps import require
 from slimkit.errors import MissingDependencyError, ModelLoadError
 from slimkit.load.formats import ModelFormat, register_format
+from slimkit.load.hf_inputs import sequence_range
 from slimkit.model import DYNAMIC_BATCH, Model, Task, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,9 @@ def _model(hf_model: Any, tokenizer: Any, name: str, source: str) -> Model:
     hf_model.eval()
     config = hf_model.config
     vocab = int(config.vocab_size)
-    inputs = (TensorSpec("input_ids", (DYNAMIC_BATCH, "sequence"), "int64", vocab),
-              TensorSpec("attention_mask", (DYNAMIC_BATCH, "sequence"), "int64", 2))
+    lengths = sequence_range(config)  # synthetic data stays within the learned positions
+    inputs = (TensorSpec("input_ids", (DYNAMIC_BATCH, "sequence"), "int64", vocab, lengths),
+              TensorSpec("attention_mask", (DYNAMIC_BATCH, "sequence"), "int64", 2, lengths))
     meta = {"architecture": type(hf_model).__name__, "hf_config": config.model_type,
             "context_length": context_length(config), "vocab_size": vocab,
             "parameters": sum(p.numel() for p in hf_model.parameters())}

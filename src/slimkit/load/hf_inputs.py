@@ -73,7 +73,7 @@ def hf_signature(model: Any, config: Any, preprocessor: dict[str, Any],
     return tuple(specs)
 
 
-def _positions(config: Any) -> tuple[int, int] | None:
+def sequence_range(config: Any) -> tuple[int, int] | None:
     """The range of sequence lengths: at most the learned positions (less a padding offset)."""
     for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
         value = getattr(config, attr, None)
@@ -87,7 +87,7 @@ def _input_ids(ctx: Context) -> TensorSpec:
     vocab = getattr(ctx.config, "vocab_size", None)
     return TensorSpec("input_ids", (DYNAMIC_BATCH, "sequence"), "int64",
                       int(vocab) if isinstance(vocab, int) and vocab > 0 else 2,
-                      _positions(ctx.config))
+                      sequence_range(ctx.config))
 
 
 @INPUTS.register("attention_mask")
@@ -95,7 +95,7 @@ def _attention_mask(ctx: Context) -> TensorSpec | None:
     if ctx.main != "input_ids":
         return None  # an audio or vision model's mask is optional and left out
     return TensorSpec("attention_mask", (DYNAMIC_BATCH, "sequence"), "int64",
-                      dynamic_range=_positions(ctx.config))
+                      dynamic_range=sequence_range(ctx.config))
 
 
 @INPUTS.register("token_type_ids")
@@ -106,7 +106,7 @@ def _token_types(ctx: Context) -> TensorSpec | None:
     if ctx.tokenizer is not None and "token_type_ids" not in ctx.tokenizer.model_input_names:
         return None
     return TensorSpec("token_type_ids", (DYNAMIC_BATCH, "sequence"), "int64", types,
-                      _positions(ctx.config))
+                      sequence_range(ctx.config))
 
 
 @INPUTS.register("decoder_input_ids")
@@ -115,7 +115,7 @@ def _decoder_ids(ctx: Context) -> TensorSpec | None:
         return None
     vocab = getattr(ctx.config, "vocab_size", 2)
     return TensorSpec("decoder_input_ids", (DYNAMIC_BATCH, "decoder_sequence"), "int64",
-                      int(vocab), _positions(ctx.config))
+                      int(vocab), sequence_range(ctx.config))
 
 
 @INPUTS.register("pixel_values")
