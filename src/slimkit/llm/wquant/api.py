@@ -77,6 +77,28 @@ def quantize_weights(model: Model, output_folder: str | Path,
                              report)
 
 
+def fake_quantize(model: Model, config: WeightQuantConfig | None = None,
+                  calib: str | None = None) -> Model:
+    """A copy of ``model`` whose weights hold exactly the values ``quantize_weights`` writes
+    (dequantized, in torch): a cheap perplexity before any export (the search screens on it).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from slimkit.llm.load import load_causal_lm
+        >>> from slimkit.testing.llm import tiny_llama_folder
+        >>> m = load_causal_lm(tiny_llama_folder(pathlib.Path(tempfile.mkdtemp())))
+        >>> fake_quantize(m).name.endswith("-fake-int4")
+        True
+    """
+    from dataclasses import replace
+
+    from slimkit.llm.load import CausalLM, hf_module
+
+    config = config or WeightQuantConfig()
+    work, _ = _quantize_torch(model, hf_module(model), config, calib or config.calibration)
+    return replace(model, module=CausalLM(work).eval(), name=f"{model.name}-fake-{config.mode}")
+
+
 def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
                     text: str) -> tuple[Any, dict[str, Any]]:
     """The fake-quantized working copy and every quantized tensor, with their report."""
