@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def search_llm(model: Model, output_folder: str | Path, config: LLMSearchConfig 
         >>> r.met_budget, (r.folder / "search.json").is_file()
         (True, True)
     """
-    config = config or LLMSearchConfig()
+    config = _fit_context(config or LLMSearchConfig(), model)
     calib = calib or CALIBRATION_TEXT
     out = _check_output(Path(output_folder).expanduser())
     _check_text(model, calib, config.calibration_window)
@@ -136,6 +136,21 @@ def _section(config: LLMSearchConfig, trials: list[dict[str, Any]],
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "folder"}
+
+
+def _fit_context(config: LLMSearchConfig, model: Model) -> LLMSearchConfig:
+    """Windows and the timed prompt no longer than the model's context (a small model)."""
+    context = int(model.meta.get("context_length") or 0)
+    names = ("screen_window", "eval_window", "calibration_window")
+    if not context or all(getattr(config, n) <= context for n in names) \
+            and config.speed_prompt + config.speed_new_tokens <= context:
+        return config
+    log.warning("the model's context is %d tokens: windows and the timed prompt shortened",
+                context)
+    shorter = {n: min(getattr(config, n), context) for n in names}
+    new_tokens = min(config.speed_new_tokens, max(1, context // 4))
+    return replace(config, **shorter, speed_new_tokens=new_tokens,
+                   speed_prompt=min(config.speed_prompt, context - new_tokens))
 
 
 def _check_budget(ppl: float, config: LLMSearchConfig) -> None:

@@ -57,10 +57,10 @@ def _sampled(stages: Any, config: LLMSearchConfig,
         trial = study.ask()
         candidate = suggest(trial, config)
         score = stages.screen(candidate)
-        excess = [float(score[measure] - limit)]
+        excess = round(float(score[measure] - limit), 6)
+        trial.set_user_attr(CONSTRAINT, excess)
         if trial_constraints:
-            trial.set_constraint(excess)
-        trial.set_user_attr(CONSTRAINT, excess[0])
+            trial.set_constraint(measure, excess)
         study.tell(trial, [score["bytes_per_token"], score[measure]])
         if all(r["label"] != candidate.label for r in rows):
             rows.append(_row(len(rows), candidate, score, config))
