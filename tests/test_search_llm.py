@@ -155,3 +155,14 @@ def test_bad_inputs_are_refused(tiny, tmp_path):
     with pytest.raises(InputError, match="already misses the budget"):
         search_llm(model, tmp_path / "b", strict)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_structural_variants_compose_with_precision(tiny, tmp_path):
+    cfg = LLMSearchConfig(max_ppl_increase=5.0, precisions=("int8",), depth_ratios=(0.0, 0.5),
+                          distill_steps=1, finalists=1, **FAST)
+    r = search_llm(tiny[1], tmp_path / "d", cfg)
+    labels = {t["label"] for t in r.report["trials"]}
+    assert labels == {"int8", "int8_depth-0.5"}
+    pruned = next(v for v in r.report["variants"] if v["depth"])
+    assert pruned["distill"]["steps"] == 1 and pruned["cpu_s"] >= 0
+    assert r.report["best"]["label"] == "int8_depth-0.5"  # fewest bytes under a loose budget

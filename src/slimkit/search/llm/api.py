@@ -77,6 +77,7 @@ def search_llm(model: Model, output_folder: str | Path, config: LLMSearchConfig 
         measured = measure_finalists(stages, chosen, Path(tmp) / "candidates", evaluation,
                                      trials)
         section = _section(config, trials, measured, how, start, cpu)
+        section["variants"] = [info for _, info in stages.variants.values()]
         best = measured["best"]
         final = Path(tmp) / "final"
         shutil.copytree(best["folder"], final)

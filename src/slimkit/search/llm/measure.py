@@ -14,8 +14,8 @@ from slimkit.errors import VerificationError
 from slimkit.llm.evaluate import PerplexityConfig, compare
 from slimkit.search.finalists import pareto
 from slimkit.search.llm.config import LLMSearchConfig
-from slimkit.search.llm.space import Candidate, cost, linear_shapes
 from slimkit.search.llm.screen import estimate_tok_s
+from slimkit.search.llm.space import Candidate, cost, linear_shapes
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def _sampled(stages: Any, config: LLMSearchConfig,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial_constraints = hasattr(optuna.trial.Trial, "set_constraint")
-    extra = {} if trial_constraints else {"constraints_func": constraint_of}
+    extra: dict[str, Any] = {} if trial_constraints else {"constraints_func": constraint_of}
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=6, **extra)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     singles = [c for c in space if c.single and c.precision != "fp32"]

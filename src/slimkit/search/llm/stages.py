@@ -44,15 +44,17 @@ class Stages:
         return self.variants[key]
 
     def _prune(self, depth: float, width: float) -> tuple[Model, dict[str, Any]]:
-        from slimkit.llm.prune import LLMPruneConfig, prune_llm
+        from slimkit.llm.prune import LLMPruneConfig, LLMPruneMethod, prune_llm
 
-        model, info, start = self.model, {"depth": depth, "width": width}, time.process_time()
+        model, start = self.model, time.process_time()
+        info: dict[str, Any] = {"depth": depth, "width": width}
         cfg = self.config
         for method, ratio in (("depth", depth), ("width", width)):
             if ratio:
                 model = prune_llm(model, LLMPruneConfig(
-                    method=method, ratio=ratio, windows=min(cfg.calibration_windows, 8),
-                    window=cfg.calibration_window), calib=self.calib).model
+                    method=LLMPruneMethod(method), ratio=ratio,
+                    windows=min(cfg.calibration_windows, 8), window=cfg.calibration_window),
+                    calib=self.calib).model
         if (depth or width) and cfg.distill_steps:
             from slimkit.llm.distill import LLMDistillConfig, distill_llm
 
