@@ -44,6 +44,7 @@ def quantize_weights(model: Model, output_folder: str | Path,
         >>> import pathlib, tempfile
         >>> from slimkit.llm.load import load_causal_lm
         >>> from slimkit.testing.llm import tiny_llama_folder
+        >>> from slimkit.llm.wquant.config import AdvancedWeightQuantConfig
         >>> root = pathlib.Path(tempfile.mkdtemp())
         >>> m = load_causal_lm(tiny_llama_folder(root))
         >>> fast = AdvancedWeightQuantConfig(ppl_windows=1, ppl_window=64, speed_rounds=0)
@@ -96,7 +97,7 @@ def fake_quantize(model: Model, config: WeightQuantConfig | None = None,
 
     config = config or WeightQuantConfig()
     work, _ = _quantize_torch(model, hf_module(model), config, calib or config.calibration)
-    return replace(model, module=CausalLM(work).eval(), name=f"{model.name}-fake-{config.mode}")
+    return replace(model, module=CausalLM(work).eval(), name=f"{model.name}-fake-{config.mode.value}")
 
 
 def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
