@@ -82,7 +82,10 @@ def main() -> None:
         "searched": row(searched), "best_single": row(single), "ratios": ratios,
         "target_beats_single": (s["versus_single"] or {}).get("beats_single"),
         "met_budget": s["met_budget"], "finalists": [row(r) for r in s["finalists"]],
-        "trials": len(s["trials"]), "speed_fit": s["speed_fit"],
+        "trials": [{k: t[k] for k in ("label", "ppl_increase", "kl", "bytes_per_token",
+                                      "tokens_per_s", "feasible", "seconds")}
+                   for t in s["trials"]],
+        "speed_fit": s["speed_fit"],
         "search_cpu_minutes": s["cpu_minutes"], "search_seconds": s["seconds"],
         "wall_seconds": round(time.perf_counter() - started, 1), "warnings": s["warnings"],
         "config": s["config"],

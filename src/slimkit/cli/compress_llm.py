@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from slimkit.load import load_model
     from slimkit.search.llm import LLMSearchConfig, search_llm
 
-    if args.data or args.metric or args.train:
-        raise InputError("--data, --train and --metric do not apply to a causal LM: it is "
-                         "judged by perplexity on held-out text (see --max-ppl-increase)")
+    if args.data or args.metric or args.train or getattr(args, "search.max_drop") != 0.01:
+        raise InputError("--data, --train, --metric and --max-drop do not apply to a causal "
+                         "LM: it is judged by perplexity on held-out text (use "
+                         "--max-ppl-increase or --max-kl)")
     given = {key[len(DEST):]: value for key, value in vars(args).items()
              if key.startswith(DEST) and value is not None and key != DEST + "calib"}
     config = LLMSearchConfig(**{k: tuple(v) if isinstance(v, list) else v

@@ -97,7 +97,8 @@ def fake_quantize(model: Model, config: WeightQuantConfig | None = None,
 
     config = config or WeightQuantConfig()
     work, _ = _quantize_torch(model, hf_module(model), config, calib or config.calibration)
-    return replace(model, module=CausalLM(work).eval(), name=f"{model.name}-fake-{config.mode.value}")
+    name = f"{model.name}-fake-{config.mode.value}"
+    return replace(model, module=CausalLM(work).eval(), name=name)
 
 
 def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
