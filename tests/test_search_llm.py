@@ -123,6 +123,10 @@ def test_sampled_screen_and_speed(tiny, tmp_path):
     r = search_llm(tiny[1], tmp_path / "s", cfg)
     assert r.report["screen"].startswith("Optuna TPE") and len(r.report["trials"]) <= 3
     assert r.report["best"]["decode_tok_s"] > 0 and r.report["original"]["decode_tok_s"] > 0
+    from slimkit.report.html import write_html_report
+
+    page = write_html_report(r.folder, tmp_path / "r.html").read_text()
+    assert "finalists, measured" in page and "searched: " in page
 
 
 def test_cli_routes_and_exit_code_5(tiny, tmp_path, capsys):

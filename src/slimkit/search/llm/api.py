@@ -85,7 +85,8 @@ def search_llm(model: Model, output_folder: str | Path, config: LLMSearchConfig 
         write_text_atomic(final / SEARCH_FILE, text)
         write_text_atomic(final / REPORT_FILE, json.dumps(
             {"format": "slimkit-report", "version": 1, "title": f"LLM search: {model.name}",
-             "sections": {"search": section}}, indent=2, default=str) + "\n")
+             "sections": {"search": section, "comparison": _comparison(section)}},
+            indent=2, default=str) + "\n")
         if out.exists():
             shutil.rmtree(out)
         final.rename(out)
@@ -133,6 +134,23 @@ def _section(config: LLMSearchConfig, trials: list[dict[str, Any]],
             "versus_single": verdict, "met_budget": best["met_budget"],
             "warnings": warnings, "seconds": round(time.perf_counter() - start, 1),
             "cpu_minutes": round((time.process_time() - cpu) / 60, 2)}
+
+
+def _comparison(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's before/after rows: fp32, the best single technique, the searched model
+    (decode ms per token as p50_ms, decode tokens/s as throughput, perplexity as metric)."""
+    rows = [("fp32", section["original"])]
+    single, best = section["best_single"], section["best"]
+    if single is not None and single["label"] != best["label"]:
+        rows.append((f"best single: {single['label']}", single))
+    rows.append((f"searched: {best['label']}", best))
+    out = []
+    for variant, r in rows:
+        row = {"variant": variant, "size_bytes": r["size_bytes"], "metric": r["ppl"]}
+        if r.get("decode_tok_s"):
+            row.update(p50_ms=round(1000 / r["decode_tok_s"], 3), throughput=r["decode_tok_s"])
+        out.append(row)
+    return out
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
