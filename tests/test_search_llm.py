@@ -76,14 +76,15 @@ def test_screen_ranks_and_respects_the_budget(searched):
 
 
 def test_front_is_non_dominated():
-    trials = [{"label": str(i), "trial": i, "precision": "int4", "single": i == 3,
+    trials = [{"label": str(i), "trial": i, "precision": "int4", "single": i in (2, 3),
                "bytes_per_token": b, "ppl_increase": p, "feasible": p <= 0.05}
               for i, (b, p) in enumerate([(1, 0.04), (2, 0.01), (2, 0.03), (3, 0.02),
                                           (0.5, 0.2)])]
     picked = pick_finalists(trials, LLMSearchConfig(finalists=5))
     labels = [r["label"] for r in picked["rows"]]
-    assert labels == ["0", "1", "3"]  # 2 and 3 are dominated by 1; 3 is the best single
-    assert picked["single"]["label"] == "3"
+    # 2 and 3 are dominated by 1; the two singles, fewest bytes first, are measured too
+    assert labels == ["0", "1", "2", "3"]
+    assert picked["single"]["label"] == "2"
     assert all(r["feasible"] for r in picked["rows"])
 
 

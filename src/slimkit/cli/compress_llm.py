@@ -86,7 +86,10 @@ def _summary(out: Any, report: dict[str, Any], folder: str) -> None:
     out.print(f"chosen: {best['label']}: {measure} {best[measure]:.4g} (budget "
               f"{report['budget']['limit']:g}), {best['size_bytes']} bytes{speed}")
     versus = report.get("versus_single")
-    if versus:
+    if versus and versus["chosen_is_single"]:
+        out.print("the chosen model is itself a single technique: no composition measured "
+                  "faster under this budget")
+    elif versus:
         out.print(f"versus the best single technique ({versus['single']}): "
                   f"{versus['decode_ratio']:.2f}x decode tokens/s")
     for warning in report.get("warnings", []):

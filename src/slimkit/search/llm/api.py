@@ -122,7 +122,8 @@ def _section(config: LLMSearchConfig, trials: list[dict[str, Any]],
     if single is not None and best.get("decode_tok_s") and single.get("decode_tok_s"):
         verdict = {"searched": best["label"], "single": single["label"],
                    "decode_ratio": round(best["decode_tok_s"] / single["decode_tok_s"], 3),
-                   "beats_single": best["decode_tok_s"] > single["decode_tok_s"]}
+                   "beats_single": best["decode_tok_s"] > single["decode_tok_s"],
+                   "chosen_is_single": best["label"] == single["label"]}
     return {"kind": "search", "config": config.to_dict(), "seed": config.seed,
             "budget": {"measure": measure, "limit": limit},
             "objectives": report_objectives(config), "screen": how,

@@ -18,26 +18,27 @@ from slimkit.search.llm.screen import estimate_tok_s
 from slimkit.search.llm.space import Candidate, cost, linear_shapes
 
 log = logging.getLogger(__name__)
+SINGLES = 2  # single techniques measured beside the composed finalists
 
 
 def pick_finalists(trials: list[dict[str, Any]], config: LLMSearchConfig) -> dict[str, Any]:
     """The front of the feasible trials (bytes per token, budget measure), fewest bytes first,
-    and the feasible single technique reading the fewest bytes; without a feasible trial, the
-    trials closest to the budget."""
+    and the two feasible single techniques reading the fewest bytes; without a feasible trial,
+    the trials closest to the budget."""
     measure, _ = config.budget
     feasible = [t for t in trials if t["feasible"] and t["precision"] != "fp32"]
     if feasible:
         front = pareto(feasible, lambda t: (t["bytes_per_token"], t[measure]))
         rows = sorted(front, key=lambda t: t["bytes_per_token"])[:config.finalists]
-        singles = [t for t in feasible if t["single"]]
-        single = min(singles, key=lambda t: t["bytes_per_token"]) if singles else None
+        singles = sorted((t for t in feasible if t["single"]),
+                         key=lambda t: t["bytes_per_token"])
     else:
         rows = sorted(trials, key=lambda t: t[measure])[:config.finalists]
-        singles = [t for t in trials if t["single"]]
-        single = min(singles, key=lambda t: t[measure]) if singles else None
-    if single is not None and all(r["label"] != single["label"] for r in rows):
-        rows.append(single)
-    return {"rows": rows, "single": single}
+        singles = sorted((t for t in trials if t["single"]), key=lambda t: t[measure])
+    for single in singles[:SINGLES]:  # a second one in case the first misses when measured
+        if all(r["label"] != single["label"] for r in rows):
+            rows.append(single)
+    return {"rows": rows, "single": singles[0] if singles else None}
 
 
 def measure_finalists(stages: Any, chosen: dict[str, Any], folder: Path, evaluation: str,
@@ -81,8 +82,8 @@ def measure_finalists(stages: Any, chosen: dict[str, Any], folder: Path, evaluat
         for trial in trials:
             trial["tokens_per_s"] = estimate_tok_s(trial["bytes_per_token"], fit)
     best = _best(rows, measure)
-    single = next((r for r in rows if chosen["single"] and r["label"] ==
-                   chosen["single"]["label"]), None)
+    singles = [r for r in rows if r["single"]]
+    single = _best(singles, measure) if singles else None
     front = pareto(rows, lambda r: (-(r.get("decode_tok_s") or 0), r["size_bytes"], r[measure]))
     for row in rows:
         row["chosen"] = row is best
