@@ -8,7 +8,8 @@ prefill ms (128-token prompt), perplexity increase over fp32 on the evaluation p
 builtin:python-reference (8 windows of 512 tokens) and bytes on disk; plus the search's CPU
 minutes. The issue's target: the searched model's decode tok/s beats the best single technique.
 
---quick: a small space (int4 rtn/gptq at block 32/128, int8), 6 trials, 2 evaluation windows,
+--quick: a small space (int4 rtn/gptq at block 32/128 with 0/50/75% of the decoder weights kept
+at 8 bits, int8), 6 trials, 2 evaluation windows,
 1 timing round: checks the script runs, its figures are not the target's.
 Writes benchmarks/results/llm_search.json (llm_search-quick.json with --quick).
 """
@@ -40,7 +41,7 @@ def config(quick: bool, budget: float) -> Any:
     if quick:
         return LLMSearchConfig(max_ppl_increase=budget, precisions=("int4", "int8"),
                                int4_methods=("rtn", "gptq"), block_sizes=(32, 128),
-                               keep_8bit=(0.0, 0.25), lm_head=("int8",), trials=6,
+                               keep_8bit=(0.0, 0.5, 0.75), lm_head=("int8",), trials=6,
                                finalists=2, screen_windows=1, eval_windows=2,
                                calibration_windows=2, speed_rounds=1, threads=1)
     return LLMSearchConfig(max_ppl_increase=budget, threads=1)
