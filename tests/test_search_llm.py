@@ -143,6 +143,9 @@ def test_cli_routes_and_exit_code_5(tiny, tmp_path, capsys):
     code = main(["compress", folder, "--auto", "--max-drop", "0.1", "-o",
                  str(tmp_path / "p")])
     assert code == 2 and "do not apply to a causal LM" in capsys.readouterr().err
+    code = main(["compress", "builtin:digits-cnn", "--auto", "--max-kl", "0.1", "-o",
+                 str(tmp_path / "q")])
+    assert code == 2 and "--max-kl apply to causal LMs only" in capsys.readouterr().err
 
 
 def test_bad_inputs_are_refused(tiny, tmp_path):

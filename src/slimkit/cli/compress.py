@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         from slimkit.cli.compress_llm import run as search_causal_lm
 
         return search_causal_lm(args)
+    from slimkit.cli.compress_llm import refuse_on_other_models
+
+    refuse_on_other_models(args)
     model = load(args, args.model)
     data, train = _data(args, model)
     metric = _metric(args)

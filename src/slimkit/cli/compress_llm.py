@@ -47,6 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "builtin:python-reference:calibration)", dest=DEST + "calib")
 
 
+def refuse_on_other_models(args: argparse.Namespace) -> None:
+    """The causal-LM flags given for a model that is not one: one clear line."""
+    from slimkit.errors import InputError
+
+    given = [key[len(DEST):].replace("_", "-") for key, value in vars(args).items()
+             if key.startswith(DEST) and value is not None]
+    if given:
+        raise InputError(f"--{', --'.join(given)} apply to causal LMs only; '{args.model}' is "
+                         "not one (use --max-drop for other models)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Search, print a summary (or the JSON report), return 0 or ``BUDGET_NOT_MET``."""
     from slimkit.cli.console import console
