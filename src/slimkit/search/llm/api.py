@@ -83,10 +83,12 @@ def search_llm(model: Model, output_folder: str | Path, config: LLMSearchConfig 
         shutil.copytree(best["folder"], final)
         text = json.dumps(section, indent=2, default=str) + "\n"
         write_text_atomic(final / SEARCH_FILE, text)
+        from slimkit.bench.environment import environment
+
         write_text_atomic(final / REPORT_FILE, json.dumps(
             {"format": "slimkit-report", "version": 1, "title": f"LLM search: {model.name}",
-             "sections": {"search": section, "comparison": _comparison(section)}},
-            indent=2, default=str) + "\n")
+             "sections": {"search": section, "comparison": _comparison(section)},
+             "environment": environment(), "seed": config.seed}, indent=2, default=str) + "\n")
         if out.exists():
             shutil.rmtree(out)
         final.rename(out)
