@@ -155,6 +155,8 @@ def test_bad_inputs_are_refused(tiny, tmp_path):
     cfg = LLMSearchConfig(precisions=("int8",), **FAST)
     with pytest.raises(DataError, match="fewer than one window"):
         search_llm(model, tmp_path / "a", cfg, calib=str(short))
+    with pytest.raises(InputError, match="evaluation part"):
+        search_llm(model, tmp_path / "a", cfg, calib="builtin:python-reference:evaluation")
     taken = tmp_path / "taken"
     taken.write_text("x")
     with pytest.raises(OutputPathError, match="not an empty folder"):

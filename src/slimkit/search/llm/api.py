@@ -185,6 +185,9 @@ def _check_budget(ppl: float, config: LLMSearchConfig) -> None:
 def _check_text(model: Model, calib: str, window: int) -> None:
     from slimkit.llm.evaluate import token_ids
     from slimkit.llm.text import load_text
+    from slimkit.llm.wquant.calibrate import check_calibration_text
+
+    check_calibration_text(calib)  # never the text the candidates are judged on
 
     if model.tokenizer is None:
         raise InputError(f"'{model.source}' has no tokenizer; the search measures perplexity "
