@@ -53,8 +53,8 @@ def test_space_and_costs_order_precisions(tiny):
     from slimkit.llm.load import hf_module
     from slimkit.search.llm.space import linear_shapes
 
-    space = enumerate_space(LLMSearchConfig(keep_8bit=(0.0, 0.25)))  # 4 methods x 3 blocks
-    assert len(space) == 4 * 3 * 2 * 2 + 3 and space[0].single
+    space = enumerate_space(LLMSearchConfig(keep_8bit=(0.0, 0.25)))  # 3 methods x 3 blocks
+    assert len(space) == 3 * 3 * 2 * 2 + 3 and space[0].single
     shapes = linear_shapes(hf_module(tiny[1]))
     b = {p: cost(Candidate(p), shapes)["bytes_per_token"] for p in ("int4", "int8", "fp32")}
     assert b["int4"] < b["int8"] < b["fp32"]

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precisions", type=csv(str), dest=DEST + "precisions",
                    help="of int4,int8,w8a8,fp32 (default: all)")
     g.add_argument("--int4-methods", type=csv(str), dest=DEST + "int4_methods",
-                   help="of rtn,hqq,gptq,awq (default: all)")
+                   help="of rtn,hqq,gptq,awq (default: rtn,hqq,gptq; awq's screen costs about "
+                        "5x GPTQ's)")
     g.add_argument("--block-sizes", type=csv(int), dest=DEST + "block_sizes",
                    help="int4 block sizes, of 32,64,128 (default: all)")
     g.add_argument("--depth-ratios", type=csv(float), dest=DEST + "depth_ratios",

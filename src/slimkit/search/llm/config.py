@@ -14,6 +14,9 @@ CALIBRATION_TEXT = "builtin:python-reference:calibration"
 EVALUATION_TEXT = "builtin:python-reference:evaluation"
 PRECISIONS = ("int4", "int8", "w8a8", "fp32")
 INT4_METHODS = ("rtn", "hqq", "gptq", "awq")
+# AWQ is opt-in: one AWQ screen of SmolLM2 ran over 10 CPU minutes (its scale and clip searches;
+# loaded machine) against about 1.5-2 for GPTQ, which a 24-trial screen cannot afford
+DEFAULT_INT4_METHODS = ("rtn", "hqq", "gptq")
 BLOCK_SIZES = (32, 64, 128)
 
 
@@ -29,8 +32,10 @@ class LLMSearchConfig:
             the original model already misses it.
         precisions: of ``int4`` (weight-only, MatMulNBits), ``int8`` (weight-only), ``w8a8``
             (SmoothQuant), ``fp32``.
-        int4_methods, block_sizes, keep_8bit, lm_head: the int4 sub-space (keep_8bit: the
-            fractions of decoder weights kept at 8 bits by measured sensitivity: on SmolLM2
+        int4_methods, block_sizes, keep_8bit, lm_head: the int4 sub-space (int4_methods:
+            rtn, hqq, gptq by default; awq is opt-in, its screen costs about 5x GPTQ's;
+            keep_8bit: the fractions of decoder weights kept at 8 bits by measured
+            sensitivity: on SmolLM2
             GPTQ int4 at block 32 cost +20% perplexity alone and +7% with half the weights
             at 8 bits, so a 5% budget needs the high fractions; lm_head: ``int8`` and/or
             ``int4``).
@@ -53,7 +58,7 @@ class LLMSearchConfig:
     max_kl: float | None = None
     max_perplexity: float | None = None
     precisions: tuple[str, ...] = PRECISIONS
-    int4_methods: tuple[str, ...] = INT4_METHODS
+    int4_methods: tuple[str, ...] = DEFAULT_INT4_METHODS
     block_sizes: tuple[int, ...] = BLOCK_SIZES
     keep_8bit: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     lm_head: tuple[str, ...] = ("int8", "int4")
