@@ -70,11 +70,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="join a running Ray cluster (default: start a local one)")
     s.add_argument("--workers", type=int, default=1, help="trials run at once",
                    dest=c + "workers")
+    from slimkit.cli import compress_llm
+
+    compress_llm.add_arguments(p)  # the causal-LM search's own group
 
 
 def run(args: argparse.Namespace) -> int:
     from slimkit.cli.console import console
+    from slimkit.cli.llm import is_causal_lm_spec
 
+    if args.auto and is_causal_lm_spec(args.model):
+        from slimkit.cli.compress_llm import run as search_causal_lm
+
+        return search_causal_lm(args)
+    from slimkit.cli.compress_llm import refuse_on_other_models
+
+    refuse_on_other_models(args)
     model = load(args, args.model)
     data, train = _data(args, model)
     metric = _metric(args)

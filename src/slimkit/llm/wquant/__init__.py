@@ -6,6 +6,7 @@ from slimkit._lazy import lazy_exports
 
 _API = {
     "quantize_weights": "slimkit.llm.wquant.api", "WeightQuantResult": "slimkit.llm.wquant.api",
+    "fake_quantize": "slimkit.llm.wquant.api",
     "WeightQuantConfig": "slimkit.llm.wquant.config",
     "AdvancedWeightQuantConfig": "slimkit.llm.wquant.config",
     "Method": "slimkit.llm.wquant.config", "Precision": "slimkit.llm.wquant.config",

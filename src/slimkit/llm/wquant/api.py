@@ -44,6 +44,7 @@ def quantize_weights(model: Model, output_folder: str | Path,
         >>> import pathlib, tempfile
         >>> from slimkit.llm.load import load_causal_lm
         >>> from slimkit.testing.llm import tiny_llama_folder
+        >>> from slimkit.llm.wquant.config import AdvancedWeightQuantConfig
         >>> root = pathlib.Path(tempfile.mkdtemp())
         >>> m = load_causal_lm(tiny_llama_folder(root))
         >>> fast = AdvancedWeightQuantConfig(ppl_windows=1, ppl_window=64, speed_rounds=0)
@@ -75,6 +76,29 @@ def quantize_weights(model: Model, output_folder: str | Path,
 
     return WeightQuantResult(out, load_generation_folder(out, name=f"{model.name}-{config.mode}"),
                              report)
+
+
+def fake_quantize(model: Model, config: WeightQuantConfig | None = None,
+                  calib: str | None = None) -> Model:
+    """A copy of ``model`` whose weights hold exactly the values ``quantize_weights`` writes
+    (dequantized, in torch): a cheap perplexity before any export (the search screens on it).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from slimkit.llm.load import load_causal_lm
+        >>> from slimkit.testing.llm import tiny_llama_folder
+        >>> m = load_causal_lm(tiny_llama_folder(pathlib.Path(tempfile.mkdtemp())))
+        >>> fake_quantize(m).name.endswith("-fake-int4")
+        True
+    """
+    from dataclasses import replace
+
+    from slimkit.llm.load import CausalLM, hf_module
+
+    config = config or WeightQuantConfig()
+    work, _ = _quantize_torch(model, hf_module(model), config, calib or config.calibration)
+    name = f"{model.name}-fake-{config.mode.value}"
+    return replace(model, module=CausalLM(work).eval(), name=name)
 
 
 def _quantize_torch(model: Model, hf: Any, config: WeightQuantConfig,
