@@ -40,9 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--objective", default="latency", choices=["latency", "size", "both"],
                    dest=c + "objective")
     s.add_argument("--budget", help="wall-clock budget, e.g. 30m, 1.5h, 600s")
-    s.add_argument("--trials", type=int, default=40, help="proxy trials", dest=c + "trials")
-    s.add_argument("--finalists", type=int, default=4, dest=c + "finalists",
-                   help="candidates fine-tuned, exported and measured")
+    s.add_argument("--trials", type=int, default=argparse.SUPPRESS, dest=c + "trials",
+                   help="proxy trials (default 40; causal LMs: screened candidates, 24)")
+    s.add_argument("--finalists", type=int, default=argparse.SUPPRESS, dest=c + "finalists",
+                   help="candidates fine-tuned, exported and measured (default 4; causal "
+                        "LMs: 3)")
     s.add_argument("--finetune-epochs", type=int, default=3, dest=c + "finetune_epochs",
                    help="fine-tuning of each finalist (0: none; the proxy limit is then the "
                         "budget itself)")

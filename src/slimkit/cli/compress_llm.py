@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
                          "--max-ppl-increase or --max-kl)")
     given = {key[len(DEST):]: value for key, value in vars(args).items()
              if key.startswith(DEST) and value is not None and key != DEST + "calib"}
+    shared = {k: getattr(args, f"search.{k}") for k in ("trials", "finalists")
+              if hasattr(args, f"search.{k}")}  # else the LLM search's own defaults
     config = LLMSearchConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in given.items()},
-                             trials=getattr(args, "search.trials"),
-                             finalists=getattr(args, "search.finalists"),
+                                for k, v in given.items()}, **shared,
                              threads=getattr(args, "search.threads"),
                              seed=getattr(args, "search.seed"))
     result = search_llm(load_model(args.model), args.output, config,

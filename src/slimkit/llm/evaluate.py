@@ -2,8 +2,8 @@
 perplexity over windows of a text, KL divergence of the next-token distributions and top-1
 (greedy) agreement, on any runtime (a torch model, an exported folder, a compressed graph).
 
-Windows: the text's first ``max_tokens`` tokens are cut into windows of ``window`` tokens
-starting every ``stride`` tokens; each token is scored once, by the first window that sees it
+Windows: the text's first ``max_tokens`` tokens (after ``skip_tokens``) are cut into windows
+of ``window`` tokens starting every ``stride`` tokens; each token is scored once, by the first window that sees it
 with context (the first token of the text is never scored). ``stride == window`` gives
 disjoint windows (the anchors' 8 windows of 512 over 4,096 tokens).
 """
@@ -32,10 +32,13 @@ class PerplexityConfig:
     window: int = 512
     stride: int = 512
     max_tokens: int = 4096
+    skip_tokens: int = 0  # tokens left out before the first window (a disjoint later span)
 
     def __post_init__(self) -> None:
         if self.window < 2 or self.max_tokens < 2:
             raise InputError("window and max_tokens must be >= 2 tokens")
+        if self.skip_tokens < 0:
+            raise InputError(f"skip_tokens must be >= 0, got {self.skip_tokens}")
         if not 1 <= self.stride <= self.window:
             raise InputError(f"stride must be in [1, window={self.window}], got {self.stride}")
 
@@ -109,9 +112,11 @@ def compare(model: Model | CausalLMRuntime, reference: Model | CausalLMRuntime |
     config = config or PerplexityConfig()
     tokenizer = tokenizer or _tokenizer(model, reference)
     text = load_text(config.text)
-    ids = token_ids(tokenizer, text.text, config.max_tokens)
+    ids = token_ids(tokenizer, text.text, config.skip_tokens + config.max_tokens)
+    ids = ids[config.skip_tokens:]
     if len(ids) < 2:
-        raise DataError(f"text '{config.text}' has fewer than 2 tokens")
+        raise DataError(f"text '{config.text}' has fewer than 2 tokens"
+                        + (f" after the first {config.skip_tokens}" if config.skip_tokens else ""))
     rt = _runtime(model, runtime, threads)
     ref = None if reference is None else _runtime(reference, None, threads)
     if ref is not None and ref.vocab_size != rt.vocab_size:

@@ -27,9 +27,12 @@ class Stages:
     def __init__(self, model: Model, config: LLMSearchConfig, calib: str, scratch: Path,
                  evaluation: str) -> None:
         self.model, self.config, self.calib, self.scratch = model, config, calib, scratch
+        # screened on the evaluation text after the finalists' span: the finalists are
+        # judged on tokens the screen never chose on
         self.screen_eval = PerplexityConfig(evaluation, config.screen_window,
                                             config.screen_window,
-                                            config.screen_window * config.screen_windows)
+                                            config.screen_window * config.screen_windows,
+                                            skip_tokens=config.eval_window * config.eval_windows)
         self.variants: dict[tuple[float, float], tuple[Model, dict[str, Any]]] = {}
         self.scores: dict[Candidate, dict[str, Any]] = {}
         self.folders: dict[Candidate, Path] = {}
