@@ -3,8 +3,8 @@ perplexity over windows of a text, KL divergence of the next-token distributions
 (greedy) agreement, on any runtime (a torch model, an exported folder, a compressed graph).
 
 Windows: the text's first ``max_tokens`` tokens (after ``skip_tokens``) are cut into windows
-of ``window`` tokens starting every ``stride`` tokens; each token is scored once, by the first window that sees it
-with context (the first token of the text is never scored). ``stride == window`` gives
+of ``window`` tokens starting every ``stride`` tokens; each token is scored once, by the first
+window that sees it with context (the first token of the text is never scored). ``stride == window`` gives
 disjoint windows (the anchors' 8 windows of 512 over 4,096 tokens).
 """
 
