@@ -4,8 +4,8 @@ perplexity over windows of a text, KL divergence of the next-token distributions
 
 Windows: the text's first ``max_tokens`` tokens (after ``skip_tokens``) are cut into windows
 of ``window`` tokens starting every ``stride`` tokens; each token is scored once, by the first
-window that sees it with context (the first token of the text is never scored). ``stride == window`` gives
-disjoint windows (the anchors' 8 windows of 512 over 4,096 tokens).
+window that sees it with context (the first token of the text is never scored).
+``stride == window`` gives disjoint windows (the anchors' 8 windows of 512 over 4,096 tokens).
 """
 
 from __future__ import annotations
