@@ -198,6 +198,19 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"pareto": pareto, "two_thirds_cut_at_b128_sym": cuts}
 
 
+def row_names(text: str) -> list[str]:
+    """The rows of a comma-separated list whose names may hold commas themselves."""
+    names, current = [], ""
+    for part in text.split(","):
+        current = f"{current},{part}" if current else part
+        if current.strip() in SLIMKIT_ROWS:
+            names.append(current.strip())
+            current = ""
+    if current:
+        raise SystemExit(f"unknown rows: {current.strip()!r}; known: {', '.join(SLIMKIT_ROWS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="4 slimkit rows, 2 windows, 1 round")
@@ -214,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started, load_before = time.perf_counter(), os.getloadavg()
     windows, rounds, new = (2, 1, 64) if args.quick else (8, 3, 64)
-    names = args.rows.split(",") if args.rows else list(QUICK_ROWS if args.quick
+    names = row_names(args.rows) if args.rows else list(QUICK_ROWS if args.quick
                                                         else SLIMKIT_ROWS)
     model = load_smollm2()
     ids = token_ids(model.tokenizer, python_reference("evaluation").text, 8192)
