@@ -128,9 +128,10 @@ def time_all(folders: dict[str, Path], prompt: list[int], scratch: Path, rounds:
     samples: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in models}
     for model in models.values():  # warm-up, untimed
         timers.time_genai(model, prompt, 4)
-    for _ in range(rounds):
-        for name, model in models.items():
-            ttft, steps = timers.time_genai(model, prompt, new)
+    names = list(models)
+    for r in range(rounds):  # the order rotates: no variant is always first after a switch
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            ttft, steps = timers.time_genai(models[name], prompt, new)
             samples[name][0].append(ttft)
             samples[name][1].extend(steps)
     out = {name: summarise(*s) for name, s in samples.items()}
