@@ -41,7 +41,7 @@ class AdvancedWeightQuantConfig:
         calibration_window: tokens per calibration window.
         gptq_damp: GPTQ's dampening, a fraction of the mean Hessian diagonal.
         gptq_act_order: quantize columns by decreasing activity, with static block grids
-            (off by default: not yet measured to pay on SmolLM2).
+            (SmolLM2, block 128 sym, layers only: +11.4% perplexity against +20.0% in order).
         awq_grid: points of AWQ's scale-exponent search in [0, 1).
         awq_clip: also search per-block clipping ranges (AWQ's ``auto_clip``).
         awq_tokens: calibration tokens sampled for AWQ's searches (their cost grows with it).
@@ -58,7 +58,7 @@ class AdvancedWeightQuantConfig:
     calibration_windows: int = 16
     calibration_window: int = 512
     gptq_damp: float = 0.01
-    gptq_act_order: bool = False
+    gptq_act_order: bool = True
     awq_grid: int = 20
     awq_clip: bool = True
     awq_tokens: int = 2048

@@ -33,7 +33,7 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float) -> tuple[torch.Tensor, 
 
 
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, block: int, symmetric: bool,
-                  damp: float = 0.01, act_order: bool = False) -> QuantizedWeight:
+                  damp: float = 0.01, act_order: bool = True) -> QuantizedWeight:
     """GPTQ of ``w`` ``(N, K)`` given the Hessian ``h`` ``(K, K)`` of its inputs.
 
     Each block's scale and zero point are ORT's. With ``act_order`` the columns are quantized
