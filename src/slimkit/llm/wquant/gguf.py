@@ -32,7 +32,7 @@ def detect(w: torch.Tensor) -> str | None:
     grid, else None (the first that fits, in that order).
 
     Example:
-        >>> detect(torch.arange(64.0).reshape(1, 64) * 0.5 - 3.0)
+        >>> detect(torch.arange(16.0).repeat(4).reshape(1, 64) * 0.5 - 3.0)  # 16 levels
         'q4_1'
     """
     if w.shape[1] % BLOCK:
