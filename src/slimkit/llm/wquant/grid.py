@@ -121,9 +121,10 @@ def quantize_rtn(w: torch.Tensor, bits: int, block: int, symmetric: bool) -> Qua
     """Round-to-nearest on ORT's grid (what ``MatMulNBitsQuantizer`` writes).
 
     Example:
-        >>> w = torch.randn(8, 64)
+        >>> w = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
         >>> q = quantize_rtn(w, 4, 32, True)
-        >>> bool((q.dequantize() - w).abs().max() <= q.scales.abs().max() / 2 + 1e-6)
+        >>> err = (q.dequantize() - w).abs().max()  # half a step; a clipped peak: one step
+        >>> bool(err <= q.scales.abs().max() + 1e-6)
         True
     """
     wb = blocks(w.float(), block)
